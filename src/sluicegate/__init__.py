@@ -1,0 +1,16 @@
+"""sluicegate: bounded async work queues with backpressure, concurrency and rate limits.
+
+Runs unchanged on asyncio (with or without uvloop) and on trio, through AnyIO.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import QueueError, QueueStateError
+from ._queue import BoundedQueue, QueueStatus
+
+__all__ = [
+    "BoundedQueue",
+    "QueueError",
+    "QueueStateError",
+    "QueueStatus",
+]

@@ -1,0 +1,67 @@
+"""QueueConfig: the sizes and limits of a WorkQueue or Executor, checked once."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from ._checks import check_int, check_optional_int
+
+__all__ = ["QueueConfig"]
+
+
+def _at_least_one(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    check_int(attribute.name, value, minimum=1)
+
+
+def _none_or_at_least_one(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    check_optional_int(attribute.name, value, minimum=1)
+
+
+def _positive_finite_seconds(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{attribute.name} must be a number of seconds, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    # `not (0 < value < inf)` also catches nan, which fails every comparison.
+    if not 0 < value < math.inf:
+        raise ValueError(
+            f"{attribute.name} must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
+@attrs.frozen
+class QueueConfig:
+    """The sizes and limits of a WorkQueue or Executor, validated at construction.
+
+    ``queue_capacity``: how many items the queue buffers before `put` waits. For an
+    Executor it is also how many events it may start per ``capacity_refresh_time``
+    window: a token bucket holding ``queue_capacity`` tokens, refilled continuously
+    over ``capacity_refresh_time`` seconds.
+
+    ``capacity_refresh_time``: the seconds that bucket takes to refill from empty;
+    finite and greater than 0.
+
+    ``concurrency_limit``: how many items are handled at once; None means no limit
+    beyond the number of workers.
+
+    Raises TypeError for a value of the wrong type and ValueError for one out of
+    range, naming the field; `attrs.evolve` checks the new values the same way.
+    """
+
+    queue_capacity: int = attrs.field(default=100, validator=_at_least_one)
+    capacity_refresh_time: float = attrs.field(
+        default=1.0, validator=_positive_finite_seconds
+    )
+    concurrency_limit: int | None = attrs.field(
+        default=None, validator=_none_or_at_least_one
+    )

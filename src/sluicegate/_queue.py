@@ -1,0 +1,690 @@
+"""BoundedQueue: a bounded buffer with backpressure and a pool of workers.
+
+The buffer is an AnyIO memory object stream, used only through its ``_nowait``
+methods: a put into a queue with room and a get from a queue with items complete
+without a trip through the event loop. Blocked producers and idle consumers park on
+events of their own, and take or place their item themselves once woken, so that
+an item is never handed to a task that might be cancelled before it runs: put and
+get are atomic under cancellation, which AnyIO's ``send`` and ``receive`` are not.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Final, Generic, TypeVar
+
+from anyio import (
+    CancelScope,
+    CapacityLimiter,
+    ClosedResourceError,
+    Event,
+    WouldBlock,
+    create_memory_object_stream,
+    create_task_group,
+    get_current_task,
+    move_on_after,
+)
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+
+from ._checks import (
+    check_async_callable,
+    check_int,
+    check_optional_int,
+    check_seconds,
+)
+from ._exceptions import QueueStateError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["BoundedQueue", "QueueStatus"]
+
+T = TypeVar("T")
+
+WorkerFunc = Callable[[T], Awaitable[object]]
+ErrorHandler = Callable[[Exception, T], Awaitable[object]]
+
+#: A task that completes this many operations in a row without waiting yields once,
+#: so that a producer or worker that never blocks cannot starve the other tasks.
+_YIELD_EVERY: Final = 64
+
+
+class QueueStatus(str, enum.Enum):
+    """Where a queue is in its life: IDLE, then PROCESSING, STOPPING, STOPPED."""
+
+    IDLE = "idle"
+    PROCESSING = "processing"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class _Default(enum.Enum):
+    TIMEOUT = enum.auto()
+
+
+class _Worker:
+    """One worker task's handle: how to ask it to end, and how to see it has."""
+
+    __slots__ = ("done", "scope", "stopping", "task_id")
+
+    def __init__(self) -> None:
+        self.scope = CancelScope()
+        self.done = Event()
+        self.stopping = False
+        self.task_id: int | None = None
+
+
+class BoundedQueue(Generic[T]):
+    """A queue of at most ``maxsize`` items, handled by a pool of workers.
+
+    Producers ``put`` items; when the queue is full a put waits up to its timeout and
+    then returns False (backpressure) instead of growing the buffer. Workers started
+    with `start_workers` take items and await ``worker_func(item)``; at most
+    ``concurrency_limit`` items are handled at once, however many workers there are.
+
+    Use it as ``async with BoundedQueue(...) as queue:``; the queue then owns the task
+    group its workers run in, and no worker outlives the block. Without ``async
+    with``, call `start` and `stop` and pass your own ``task_group=`` to
+    `start_workers`.
+
+    Nothing is lost: at every moment ``enqueued == processed + size + in flight +
+    len(unprocessed)``. Items still buffered when the queue stops, or cancelled
+    while being handled, are listed in `unprocessed` and never counted as processed.
+
+    Args:
+        maxsize: How many items the buffer holds, at least 1.
+        timeout: How long `put` waits on a full queue by default, in seconds
+            (0: not at all; None: as long as it takes).
+        concurrency_limit: How many items may be handled at once across all workers
+            (None: one per worker). Can be changed while the queue runs.
+        logger: Where worker errors are logged; ``logging.getLogger("sluicegate")``
+            by default.
+
+    Raises:
+        TypeError: maxsize is not an int, or timeout is not a number or None.
+        ValueError: maxsize < 1, timeout < 0 or NaN, concurrency_limit < 1.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 100,
+        timeout: float | None = 0.1,
+        *,
+        concurrency_limit: int | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
+        self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
+        limit = check_optional_int("concurrency_limit", concurrency_limit, minimum=1)
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
+        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
+        self._concurrency_limit = limit
+        self._limiter = CapacityLimiter(_tokens(limit))
+        self._status = QueueStatus.IDLE
+        # The stream exists only while the queue runs: a closed pair stands in
+        # before start and after stop, so an unused queue leaves nothing unclosed.
+        self._send, self._receive = create_memory_object_stream[T](maxsize)
+        self._send.close()
+        self._receive.close()
+        # The books: enqueued == processed + size + in_flight + len(unprocessed).
+        self._enqueued = 0
+        self._processed = 0
+        self._errors = 0
+        self._backpressure_events = 0
+        self._size = 0
+        self._in_flight = 0
+        self._taken_by_get = 0
+        self._unprocessed: list[T] = []
+        # Parked tasks. Consumers are a stack: the most recently idle one is woken
+        # first, and only when no consumer already woken will take the item.
+        self._idle_consumers: list[Event] = []
+        self._woken_consumers = 0
+        self._blocked_producers: deque[Event] = deque()
+        self._join_event: Event | None = None
+        self._workers: set[_Worker] = set()
+        self._task_group: TaskGroup | None = None
+        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
+        self._fast_puts = 0
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        """How many items the buffer holds."""
+        return self._maxsize
+
+    @property
+    def timeout(self) -> float | None:
+        """How long `put` waits on a full queue by default (None: no limit)."""
+        return self._timeout
+
+    @property
+    def status(self) -> QueueStatus:
+        """The queue's current `QueueStatus`."""
+        return self._status
+
+    @property
+    def size(self) -> int:
+        """How many items wait in the buffer (not counting those being handled)."""
+        return self._size
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no item waits in the buffer."""
+        return self._size == 0
+
+    @property
+    def is_full(self) -> bool:
+        """True when a put would have to wait."""
+        return self._size >= self._maxsize
+
+    @property
+    def worker_count(self) -> int:
+        """How many workers are running."""
+        return len(self._workers)
+
+    @property
+    def unprocessed(self) -> list[T]:
+        """A copy of the accepted items that were never processed, oldest first."""
+        return list(self._unprocessed)
+
+    @property
+    def in_flight(self) -> int:
+        """How many items have been taken (by workers or `get`) and not finished."""
+        return self._in_flight
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many items may be handled at once (None: one per worker)."""
+        return self._concurrency_limit
+
+    @concurrency_limit.setter
+    def concurrency_limit(self, value: int | None) -> None:
+        limit = check_optional_int("concurrency_limit", value, minimum=1)
+        self._concurrency_limit = limit
+        self._limiter.total_tokens = _tokens(limit)
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """A fresh snapshot of the counters.
+
+        ``enqueued``, ``processed`` (errors included), ``errors``,
+        ``backpressure_events`` (puts that gave up on a full queue), ``in_flight``
+        and ``unprocessed`` (how many items are listed in `unprocessed`).
+        """
+        return {
+            "enqueued": self._enqueued,
+            "processed": self._processed,
+            "errors": self._errors,
+            "backpressure_events": self._backpressure_events,
+            "in_flight": self._in_flight,
+            "unprocessed": len(self._unprocessed),
+        }
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Move the queue to PROCESSING so it accepts items. Idempotent.
+
+        A STOPPED queue starts again, with its counters and `unprocessed` kept.
+
+        Raises:
+            QueueStateError: the queue is STOPPING.
+        """
+        if self._status is QueueStatus.PROCESSING:
+            return
+        if self._status is QueueStatus.STOPPING:
+            raise QueueStateError(
+                "cannot start: the queue is stopping; await queue.stop() first"
+            )
+        self._send, self._receive = create_memory_object_stream[T](self._maxsize)
+        self._status = QueueStatus.PROCESSING
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the queue: refuse new items, let workers finish, then STOPPED.
+
+        New puts are refused at once and blocked producers get QueueStateError.
+        Each worker finishes the item it holds and takes no new one; after
+        ``timeout`` seconds (None: no limit) items still being handled are
+        cancelled. Items left in the buffer or cancelled in flight end up in
+        `unprocessed`. Calling stop on a stopped queue does nothing.
+
+        If stop itself is cancelled, the workers are cancelled too and the queue
+        reaches STOPPED as soon as they have ended.
+        """
+        timeout = check_seconds("timeout", timeout, allow_none=True)
+        if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
+            self._finalize()
+            return
+        self._status = QueueStatus.STOPPING
+        self._wake_producers()
+        try:
+            await self._end_workers(list(self._workers), timeout)
+        except BaseException:
+            self._cancel_workers()
+            raise
+        self._finalize()
+
+    async def join(self) -> None:
+        """Wait until every accepted item is processed or the queue has stopped."""
+        while self._unfinished() and self._status is not QueueStatus.STOPPED:
+            if self._join_event is None:
+                self._join_event = Event()
+            await self._join_event.wait()
+
+    async def __aenter__(self) -> BoundedQueue[T]:
+        if self._lifespan_cm is not None:
+            raise QueueStateError("this queue is already inside an `async with` block")
+        cm = self._lifespan()
+        await cm.__aenter__()
+        self._lifespan_cm = cm
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        assert cm is not None
+        return await cm.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        """Own a task group for the workers, and stop the queue on the way out."""
+        try:
+            async with create_task_group() as tg:
+                await self.start()
+                self._task_group = tg
+                try:
+                    yield
+                    if self._workers:
+                        await self.join()
+                    await self.stop()
+                except BaseException:
+                    self._abort()
+                    with CancelScope(shield=True):
+                        await self._wait_workers(list(self._workers))
+                    raise
+        except BaseExceptionGroup as group:
+            # The task group wraps the block's own exception; let it out as raised.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            self._task_group = None
+            self._finalize()
+
+    # -- producers --------------------------------------------------------------
+
+    async def put(
+        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+    ) -> bool:
+        """Add ``item``; return True once it is accepted, False on backpressure.
+
+        On a full queue, wait up to ``timeout`` seconds (default: the queue's
+        timeout; 0: not at all; None: as long as it takes) for room, then return
+        False and count a backpressure event. A full queue never raises.
+
+        Atomic under cancellation: if put raises, the item was not accepted and
+        will never be processed.
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING (also if it stops while
+                this put waits).
+        """
+        if timeout is _Default.TIMEOUT:
+            timeout = self._timeout
+        else:
+            timeout = check_seconds("timeout", timeout, allow_none=True)
+        self._check_running("put")
+        self._fast_puts += 1
+        if self._fast_puts >= _YIELD_EVERY:
+            self._fast_puts = 0
+            await checkpoint()
+            self._check_running("put")
+        try:
+            self._send.send_nowait(item)
+        except WouldBlock:
+            return await self._put_waiting(item, timeout)
+        self._accepted()
+        return True
+
+    async def _put_waiting(self, item: T, timeout: float | None) -> bool:
+        if timeout != 0:
+            with move_on_after(timeout):
+                while True:
+                    await self._park_producer()
+                    self._check_running("put")
+                    try:
+                        self._send.send_nowait(item)
+                    except WouldBlock:
+                        continue  # another producer took the slot first
+                    self._accepted()
+                    return True
+        else:
+            await checkpoint()  # a caller retrying at once must not starve workers
+        self._backpressure_events += 1
+        return False
+
+    async def _park_producer(self) -> None:
+        event = Event()
+        self._blocked_producers.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                # Woken for a free slot but leaving: hand the wake-up on.
+                self._wake_producer()
+            else:
+                self._blocked_producers.remove(event)
+            raise
+
+    def _accepted(self) -> None:
+        self._enqueued += 1
+        self._size += 1
+        self._wake_consumer()
+
+    def _wake_producer(self) -> None:
+        if self._blocked_producers and self._size < self._maxsize:
+            self._blocked_producers.popleft().set()
+
+    def _wake_producers(self) -> None:
+        while self._blocked_producers:
+            self._blocked_producers.popleft().set()
+
+    # -- consumers --------------------------------------------------------------
+
+    async def get(self) -> T:
+        """Take the next item, waiting until there is one.
+
+        Pair every get with a `task_done` once the item is handled. Atomic under
+        cancellation: if get raises, no item was taken.
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING (also if it stops while
+                this get waits).
+        """
+        self._check_running("get")
+        while True:
+            try:
+                item = self._take_nowait()
+            except WouldBlock:
+                await self._park_consumer()
+                self._check_running("get")
+                continue
+            self._taken_by_get += 1
+            return item
+
+    def task_done(self) -> None:
+        """Record that an item taken with `get` has been handled.
+
+        Raises:
+            ValueError: called more times than items were taken with `get`.
+        """
+        if self._taken_by_get <= 0:
+            raise ValueError("task_done() called more times than items taken by get()")
+        self._taken_by_get -= 1
+        self._finished()
+
+    def _take_nowait(self) -> T:
+        item = self._receive.receive_nowait()
+        self._size -= 1
+        self._in_flight += 1
+        if self._blocked_producers:
+            self._blocked_producers.popleft().set()
+        return item
+
+    async def _park_consumer(self) -> None:
+        event = Event()
+        self._idle_consumers.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self._woken_consumers -= 1
+                self._wake_consumer()  # hand the wake-up on
+            else:
+                self._idle_consumers.remove(event)
+            raise
+        self._woken_consumers -= 1
+
+    def _wake_consumer(self) -> None:
+        if self._idle_consumers and self._woken_consumers < self._size:
+            self._woken_consumers += 1
+            self._idle_consumers.pop().set()
+
+    def _wake_consumers(self) -> None:
+        self._woken_consumers += len(self._idle_consumers)
+        for event in self._idle_consumers:
+            event.set()
+        self._idle_consumers.clear()
+
+    def _finished(self) -> None:
+        self._processed += 1
+        self._in_flight -= 1
+        if self._join_event is not None and not self._unfinished():
+            self._join_event.set()
+            self._join_event = None
+
+    def _abandoned(self, item: T) -> None:
+        self._in_flight -= 1
+        self._unprocessed.append(item)
+        if self._join_event is not None and not self._unfinished():
+            self._join_event.set()
+            self._join_event = None
+
+    def _unfinished(self) -> int:
+        return self._enqueued - self._processed - len(self._unprocessed)
+
+    # -- workers ----------------------------------------------------------------
+
+    async def start_workers(
+        self,
+        worker_func: WorkerFunc[T],
+        num_workers: int,
+        error_handler: ErrorHandler[T] | None = None,
+        *,
+        task_group: TaskGroup | None = None,
+    ) -> None:
+        """Start ``num_workers`` workers that await ``worker_func(item)`` per item.
+
+        A worker_func that raises an Exception counts as processed and as an
+        error; ``error_handler(exc, item)`` is then awaited if given (if it raises
+        too, that is logged) and the worker goes on. Other BaseExceptions (such as
+        KeyboardInterrupt) leave the item unprocessed and propagate.
+
+        The workers run in ``task_group`` if given, else in the task group of the
+        enclosing ``async with queue:``.
+
+        Raises:
+            TypeError: worker_func or error_handler is not an async function, or
+                num_workers is not an int.
+            ValueError: num_workers < 1.
+            QueueStateError: the queue is not PROCESSING, or there is no task group
+                to run the workers in.
+        """
+        check_async_callable("worker_func", worker_func)
+        check_int("num_workers", num_workers, minimum=1)
+        check_async_callable("error_handler", error_handler, allow_none=True)
+        if task_group is not None and not isinstance(task_group, TaskGroup):
+            raise TypeError(
+                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
+            )
+        self._check_running("start_workers")
+        group = task_group if task_group is not None else self._task_group
+        if group is None:
+            raise QueueStateError(
+                "start_workers() needs a task group to run the workers in: use "
+                "`async with queue:` (the queue owns them), or pass "
+                "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
+            )
+        for _ in range(num_workers):
+            worker = _Worker()
+            self._workers.add(worker)
+            group.start_soon(self._run_worker, worker, worker_func, error_handler)
+
+    async def stop_workers(self, timeout: float | None = None) -> None:
+        """End all workers the way `stop` does, leaving the queue PROCESSING.
+
+        Each worker finishes the item it holds; after ``timeout`` seconds (None:
+        no limit) items still being handled are cancelled and listed in
+        `unprocessed`. Returns when `worker_count` is 0.
+        """
+        timeout = check_seconds("timeout", timeout, allow_none=True)
+        workers = list(self._workers)
+        try:
+            await self._end_workers(workers, timeout)
+        except BaseException:
+            self._cancel_workers(workers)
+            raise
+
+    async def _run_worker(
+        self,
+        worker: _Worker,
+        func: WorkerFunc[T],
+        on_error: ErrorHandler[T] | None,
+    ) -> None:
+        worker.task_id = get_current_task().id
+        try:
+            with worker.scope:
+                await self._work(worker, func, on_error)
+        finally:
+            self._workers.discard(worker)
+            worker.done.set()
+            if self._status is QueueStatus.STOPPING and not self._workers:
+                self._finalize()
+
+    async def _work(
+        self,
+        worker: _Worker,
+        func: WorkerFunc[T],
+        on_error: ErrorHandler[T] | None,
+    ) -> None:
+        limiter = self._limiter
+        while not worker.stopping:
+            try:
+                limiter.acquire_nowait()
+            except WouldBlock:
+                await limiter.acquire()
+            # Hold the token while there is work, and give it back to go idle,
+            # or as soon as the limit has been lowered below what is borrowed.
+            try:
+                handled = 0
+                while not worker.stopping:
+                    try:
+                        item = self._take_nowait()
+                    except WouldBlock:
+                        break
+                    await self._handle(item, func, on_error)
+                    if limiter.borrowed_tokens > limiter.total_tokens:
+                        break
+                    handled += 1
+                    if handled == _YIELD_EVERY:
+                        handled = 0
+                        await checkpoint()
+            finally:
+                limiter.release()
+            if not worker.stopping and not self._size:
+                await self._park_consumer()
+
+    async def _handle(
+        self, item: T, func: WorkerFunc[T], on_error: ErrorHandler[T] | None
+    ) -> None:
+        try:
+            await func(item)
+        except Exception as exc:
+            self._errors += 1
+            self._finished()
+            await self._report(exc, item, on_error)
+        except BaseException:
+            self._abandoned(item)
+            raise
+        else:
+            self._finished()
+
+    async def _report(
+        self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
+    ) -> None:
+        if on_error is None:
+            self._logger.error("worker_func failed on %r", item, exc_info=exc)
+            return
+        try:
+            await on_error(exc, item)
+        except Exception:
+            self._logger.exception("error_handler failed on %r", item)
+
+    async def _end_workers(self, workers: list[_Worker], timeout: float | None) -> None:
+        for worker in workers:
+            worker.stopping = True
+        self._wake_consumers()
+        # A worker function that stops its own queue must not wait for, or cancel,
+        # itself: it ends when its item is done.
+        me = get_current_task().id
+        workers = [worker for worker in workers if worker.task_id != me]
+        with move_on_after(timeout):
+            await self._wait_workers(workers)
+        self._cancel_workers(workers)
+        await self._wait_workers(workers)
+
+    async def _wait_workers(self, workers: list[_Worker]) -> None:
+        for worker in workers:
+            await worker.done.wait()
+
+    def _cancel_workers(self, workers: list[_Worker] | None = None) -> None:
+        for worker in self._workers if workers is None else workers:
+            worker.stopping = True
+            worker.scope.cancel()
+
+    # -- state ------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        """Stop at once: refuse new work and cancel every worker."""
+        if self._status is QueueStatus.PROCESSING:
+            self._status = QueueStatus.STOPPING
+        self._wake_producers()
+        self._wake_consumers()
+        self._cancel_workers()
+
+    def _finalize(self) -> None:
+        """Move whatever is left in the buffer to `unprocessed` and become STOPPED."""
+        if self._status is QueueStatus.STOPPED:
+            return
+        while True:
+            try:
+                self._unprocessed.append(self._receive.receive_nowait())
+            except (WouldBlock, ClosedResourceError):  # empty, or the stand-in
+                break
+        self._size = 0
+        self._send.close()
+        self._receive.close()
+        self._status = QueueStatus.STOPPED
+        self._wake_producers()
+        self._wake_consumers()
+        if self._join_event is not None:
+            self._join_event.set()
+            self._join_event = None
+
+    def _check_running(self, operation: str) -> None:
+        if self._status is QueueStatus.PROCESSING:
+            return
+        if self._status is QueueStatus.IDLE:
+            fix = "call `await queue.start()` or use `async with queue:` first"
+        else:
+            fix = "a stopped queue takes no new work; `await queue.start()` reopens it"
+        raise QueueStateError(
+            f"cannot {operation}(): the queue is {self._status.value}; {fix}"
+        )
+
+
+def _tokens(limit: int | None) -> float:
+    return float("inf") if limit is None else limit

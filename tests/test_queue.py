@@ -1,0 +1,1008 @@
+"""BoundedQueue: the plan's UT-1 to UT-15 and the core issue's behaviours."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+from collections import Counter
+from types import FrameType
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from sluicegate import BoundedQueue, QueueError, QueueStateError, QueueStatus
+from sluicegate import _queue as queue_module
+
+GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertion
+
+
+def assert_books(queue: BoundedQueue[object]) -> None:
+    """enqueued == processed + buffered + in flight + unprocessed."""
+    m = queue.metrics
+    assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
+        queue.unprocessed
+    )
+    assert m["unprocessed"] == len(queue.unprocessed)
+
+
+async def noop(item: object) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+# -- UT-1 to UT-3: construction, properties, metrics ---------------------------
+
+
+def test_defaults() -> None:  # UT-1
+    queue: BoundedQueue[int] = BoundedQueue()
+    assert queue.maxsize == 100
+    assert queue.timeout == 0.1
+    assert queue.status is QueueStatus.IDLE
+    assert queue.size == 0
+    assert queue.is_empty
+    assert not queue.is_full
+    assert queue.worker_count == 0
+    assert queue.unprocessed == []
+    assert queue.concurrency_limit is None
+
+
+def test_custom_values() -> None:
+    queue: BoundedQueue[int] = BoundedQueue(5, None, concurrency_limit=2)
+    assert (queue.maxsize, queue.timeout, queue.concurrency_limit) == (5, None, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"maxsize": 0}, ValueError, "maxsize must be at least 1, got 0"),
+        ({"maxsize": -3}, ValueError, "maxsize must be at least 1, got -3"),
+        ({"maxsize": 2.0}, TypeError, "maxsize must be an int, got 2.0"),
+        ({"maxsize": True}, TypeError, "maxsize must be an int, got True"),
+        ({"maxsize": "10"}, TypeError, "maxsize must be an int"),
+        ({"maxsize": None}, TypeError, "maxsize must be an int, got None"),
+        ({"timeout": -0.5}, ValueError, "timeout must be >= 0 seconds, got -0.5"),
+        ({"timeout": math.nan}, ValueError, "timeout must be >= 0 seconds, got nan"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number of seconds or None"),
+        ({"timeout": True}, TypeError, "timeout must be a number of seconds"),
+        ({"concurrency_limit": 0}, ValueError, "concurrency_limit must be at least 1"),
+        ({"concurrency_limit": 1.5}, TypeError, "concurrency_limit must be an int"),
+        ({"logger": "log"}, TypeError, "logger must be a logging.Logger"),
+    ],
+)
+def test_constructor_validates(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:  # UT-2
+    with pytest.raises(error, match=match):
+        BoundedQueue(**kwargs)  # type: ignore[arg-type]
+
+
+def test_status_and_metrics_start_at_zero() -> None:  # UT-3
+    queue: BoundedQueue[int] = BoundedQueue()
+    assert queue.status is QueueStatus.IDLE
+    metrics = queue.metrics
+    for key in ("enqueued", "processed", "errors", "backpressure_events"):
+        assert metrics[key] == 0
+    metrics["enqueued"] = 99
+    assert queue.metrics["enqueued"] == 0, "metrics must be a fresh dict per read"
+
+
+def test_status_is_a_str_enum() -> None:
+    assert [s.name for s in QueueStatus] == ["IDLE", "PROCESSING", "STOPPING", "STOPPED"]
+    assert isinstance(QueueStatus.IDLE, str)
+
+
+def test_state_error_is_a_queue_error_and_runtime_error() -> None:
+    assert issubclass(QueueStateError, QueueError)
+    assert issubclass(QueueStateError, RuntimeError)
+
+
+# -- UT-4 to UT-8: operations ----------------------------------------------------
+
+
+async def test_put_adds_items() -> None:  # UT-4
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=3)
+    await queue.start()
+    assert await queue.put("a") is True
+    assert await queue.put("b") is True
+    assert queue.size == 2
+    assert not queue.is_empty
+    assert queue.metrics["enqueued"] == 2
+    await queue.stop()
+    assert queue.unprocessed == ["a", "b"]
+    assert_books(queue)
+
+
+async def test_put_on_full_queue_returns_false_after_timeout() -> None:  # UT-5
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=1, timeout=0.01)
+    await queue.start()
+    assert await queue.put("item1")
+    assert queue.is_full
+    assert await queue.put("item2") is False
+    assert queue.metrics["backpressure_events"] == 1
+    assert await queue.put("item3", timeout=0) is False
+    assert queue.metrics["backpressure_events"] == 2
+    assert queue.size == 1
+    assert queue.metrics["enqueued"] == 1
+    await queue.stop()
+    assert queue.unprocessed == ["item1"]
+
+
+async def test_put_with_no_timeout_waits_for_room() -> None:
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=1)
+    await queue.start()
+    await queue.put("a")
+    results: list[bool] = []
+
+    async def producer() -> None:
+        results.append(await queue.put("b", timeout=None))
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            await anyio.wait_all_tasks_blocked()
+            assert results == []
+            assert await queue.get() == "a"
+        assert results == [True]
+        assert await queue.get() == "b"
+    assert queue.metrics["backpressure_events"] == 0
+    await queue.stop()
+
+
+async def test_put_timeout_argument_is_validated() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    with pytest.raises(ValueError, match="timeout must be >= 0 seconds, got -1"):
+        await queue.put(1, timeout=-1)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+        await queue.put(1, timeout="soon")  # type: ignore[arg-type]
+    assert queue.metrics["enqueued"] == 0
+    await queue.stop()
+
+
+async def test_get_returns_items_in_order() -> None:  # UT-6
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    for i in range(5):
+        await queue.put(i)
+    assert [await queue.get() for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert queue.in_flight == 5
+    assert_books(queue)
+    await queue.stop()
+
+
+async def test_get_waits_for_an_item() -> None:
+    queue: BoundedQueue[str] = BoundedQueue()
+    await queue.start()
+    got: list[str] = []
+
+    async def consumer() -> None:
+        got.append(await queue.get())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer)
+            await anyio.wait_all_tasks_blocked()
+            assert got == []
+            await queue.put("x")
+    assert got == ["x"]
+    await queue.stop()
+
+
+async def test_task_done_counts_processed() -> None:  # UT-7
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.put(1)
+    await queue.put(2)
+    await queue.get()
+    queue.task_done()
+    assert queue.metrics["processed"] == 1
+    with pytest.raises(ValueError, match="more times than items taken"):
+        queue.task_done()
+    assert queue.metrics["processed"] == 1
+    assert_books(queue)
+    await queue.stop()
+
+
+async def test_join_waits_until_all_items_are_processed() -> None:  # UT-8
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.put(1)
+    await queue.put(2)
+    joined = anyio.Event()
+
+    async def joiner() -> None:
+        await queue.join()
+        joined.set()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(joiner)
+            for _ in range(2):
+                await anyio.wait_all_tasks_blocked()
+                assert not joined.is_set()
+                await queue.get()
+                queue.task_done()
+    assert joined.is_set()
+    await queue.stop()
+
+
+async def test_join_on_empty_queue_returns_at_once() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    with anyio.fail_after(GUARD):
+        await queue.join()
+        await queue.start()
+        await queue.join()
+    await queue.stop()
+
+
+# -- UT-9 to UT-11: lifecycle ----------------------------------------------------
+
+
+async def test_start_moves_to_processing_and_is_idempotent() -> None:  # UT-9
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    assert queue.status is QueueStatus.PROCESSING
+    await queue.put(1)
+    await queue.start()
+    assert queue.status is QueueStatus.PROCESSING
+    assert queue.size == 1
+    await queue.stop()
+
+
+async def test_stop_moves_to_stopped() -> None:  # UT-10
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.stop()
+    assert queue.status is QueueStatus.STOPPED
+    await queue.stop()  # idempotent
+    assert queue.status is QueueStatus.STOPPED
+
+
+async def test_stopped_queue_can_start_again_and_keeps_its_books() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.put(1)
+    await queue.stop()
+    await queue.start()
+    await queue.put(2)
+    assert await queue.get() == 2
+    queue.task_done()
+    await queue.stop()
+    assert queue.unprocessed == [1]
+    assert queue.metrics["enqueued"] == 2
+    assert queue.metrics["processed"] == 1
+    assert_books(queue)
+
+
+@pytest.mark.parametrize("state", ["idle", "stopped"])
+async def test_operations_need_processing(state: str) -> None:  # UT-11
+    queue: BoundedQueue[int] = BoundedQueue()
+    if state == "stopped":
+        await queue.start()
+        await queue.stop()
+    with pytest.raises(QueueStateError, match=f"cannot put\\(\\): the queue is {state}"):
+        await queue.put(1)
+    with pytest.raises(RuntimeError, match=f"cannot get\\(\\): the queue is {state}"):
+        await queue.get()
+    with pytest.raises(QueueStateError, match="start_workers"):
+        await queue.start_workers(noop, 1)
+    fix = "queue.start()"
+    with pytest.raises(QueueStateError) as info:
+        await queue.put(1)
+    assert fix in str(info.value)
+    assert queue.metrics["enqueued"] == 0
+
+
+# -- UT-12 to UT-15: workers -----------------------------------------------------
+
+
+async def test_start_workers_creates_workers() -> None:  # UT-12
+    async with BoundedQueue[int]() as queue:
+        await queue.start_workers(noop, 3)
+        assert queue.worker_count == 3
+        await queue.start_workers(noop, 2)
+        assert queue.worker_count == 5
+    assert queue.worker_count == 0
+
+
+async def test_workers_process_all_items() -> None:  # UT-13
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](maxsize=4, timeout=None) as queue:
+            await queue.start_workers(work, 3)
+            for i in range(50):
+                assert await queue.put(i)
+    assert sorted(seen) == list(range(50))
+    assert queue.metrics["processed"] == 50
+    assert queue.status is QueueStatus.STOPPED
+    assert_books(queue)
+
+
+async def test_worker_errors_are_counted_and_handled() -> None:  # UT-14
+    handled: list[tuple[str, int]] = []
+
+    async def work(item: int) -> None:
+        if item % 2:
+            raise ValueError(f"odd {item}")
+
+    async def on_error(exc: Exception, item: int) -> None:
+        handled.append((str(exc), item))
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](timeout=None) as queue:
+            await queue.start_workers(work, 2, on_error)
+            for i in range(10):
+                await queue.put(i)
+    assert queue.metrics["errors"] == 5
+    assert queue.metrics["processed"] == 10
+    assert sorted(handled) == sorted((f"odd {i}", i) for i in range(1, 10, 2))
+    assert_books(queue)
+
+
+async def test_errors_without_handler_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def work(item: int) -> None:
+        raise KeyError(item)
+
+    with caplog.at_level(logging.ERROR, logger="sluicegate"):
+        async with BoundedQueue[int]() as queue:
+            await queue.start_workers(work, 1)
+            await queue.put(7)
+    assert queue.metrics["errors"] == 1
+    assert "worker_func failed on 7" in caplog.text
+
+
+async def test_error_handler_that_raises_is_logged_and_worker_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def work(item: int) -> None:
+        raise ValueError(item)
+
+    async def bad_handler(exc: Exception, item: int) -> None:
+        raise RuntimeError("handler broke")
+
+    logger = logging.getLogger("sluicegate.test")
+    with caplog.at_level(logging.ERROR, logger="sluicegate.test"):
+        async with BoundedQueue[int](logger=logger, timeout=None) as queue:
+            await queue.start_workers(work, 1, bad_handler)
+            for i in range(3):
+                await queue.put(i)
+            await queue.join()
+            assert queue.worker_count == 1
+    assert queue.metrics["processed"] == 3
+    assert queue.metrics["errors"] == 3
+    assert caplog.text.count("error_handler failed") == 3
+    assert "handler broke" in caplog.text
+
+
+async def test_stop_workers_ends_them_and_keeps_the_queue_running() -> None:  # UT-15
+    async with BoundedQueue[int]() as queue:
+        await queue.start_workers(noop, 4)
+        await anyio.wait_all_tasks_blocked()
+        await queue.stop_workers()
+        assert queue.worker_count == 0
+        assert queue.status is QueueStatus.PROCESSING
+        await queue.put(1)  # no worker takes it
+        await anyio.wait_all_tasks_blocked()
+        assert queue.size == 1
+        await queue.start_workers(noop, 1)
+    assert queue.metrics["processed"] == 1
+
+
+async def test_stop_workers_lets_held_items_finish() -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+
+    async def work(item: int) -> None:
+        started.set()
+        await release.wait()
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int]() as queue:
+            await queue.start_workers(work, 1)
+            await queue.put(1)
+            await queue.put(2)
+            await started.wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(queue.stop_workers)
+                await anyio.wait_all_tasks_blocked()
+                assert queue.worker_count == 1
+                release.set()
+            assert queue.worker_count == 0
+            assert queue.metrics["processed"] == 1
+            assert queue.size == 1  # the worker took no new item
+            await queue.stop()
+    assert queue.unprocessed == [2]
+    assert_books(queue)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((noop, 0), ValueError, "num_workers must be at least 1, got 0"),
+        ((noop, -1), ValueError, "num_workers must be at least 1"),
+        ((noop, True), TypeError, "num_workers must be an int"),
+        ((noop, 2.0), TypeError, "num_workers must be an int"),
+        ((print, 1), TypeError, "worker_func must be an async function"),
+        (("noop", 1), TypeError, "worker_func must be an async function"),
+        ((noop, 1, print), TypeError, "error_handler must be an async function"),
+    ],
+)
+async def test_start_workers_validates(
+    args: tuple[object, ...], error: type[Exception], match: str
+) -> None:
+    async with BoundedQueue[int]() as queue:
+        with pytest.raises(error, match=match):
+            await queue.start_workers(*args)  # type: ignore[arg-type]
+        assert queue.worker_count == 0
+
+
+async def test_start_workers_without_task_group_explains_both_fixes() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    with pytest.raises(QueueStateError) as info:
+        await queue.start_workers(noop, 1)
+    assert "async with queue:" in str(info.value)
+    assert "task_group=tg" in str(info.value)
+    assert queue.worker_count == 0
+    await queue.stop()
+
+
+# -- task-group scoped processing without async with ----------------------------
+
+
+async def test_workers_in_the_callers_task_group() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(item)
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=2, timeout=None)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            await queue.start_workers(work, 2, task_group=tg)
+            for i in range(20):
+                await queue.put(i)
+            await queue.join()
+            assert sorted(seen) == list(range(20))
+            await queue.stop()
+            assert queue.worker_count == 0
+    assert queue.status is QueueStatus.STOPPED
+    assert_books(queue)
+
+
+async def test_stop_inside_fail_after() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    async with anyio.create_task_group() as tg:
+        await queue.start()
+        await queue.start_workers(noop, 2, task_group=tg)
+        await queue.put(1)
+        with anyio.fail_after(GUARD):
+            await queue.join()
+        with anyio.fail_after(GUARD):
+            await queue.stop()
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.metrics["processed"] == 1
+
+
+async def test_stop_cancelled_by_fail_after_still_ends_workers() -> None:
+    started = anyio.Event()
+
+    async def hang(item: int) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    queue: BoundedQueue[int] = BoundedQueue()
+    async with anyio.create_task_group() as tg:
+        await queue.start()
+        await queue.start_workers(hang, 1, task_group=tg)
+        await queue.put(1)
+        await queue.put(2)
+        await started.wait()
+        with pytest.raises(TimeoutError), anyio.fail_after(0.05):
+            await queue.stop()
+    # The task group has exited, so the worker has ended: cancelled in flight.
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    assert sorted(queue.unprocessed) == [1, 2]
+    assert queue.metrics["processed"] == 0
+    assert_books(queue)
+
+
+async def test_join_after_stop_returns_at_once() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.put(1)
+    await queue.stop()
+    with anyio.fail_after(GUARD):
+        await queue.join()
+    assert queue.unprocessed == [1]
+
+
+async def test_join_waiting_when_stop_comes_returns() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    await queue.put(1)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.join)
+            await anyio.wait_all_tasks_blocked()
+            await queue.stop()
+
+
+# -- stop with a timeout -----------------------------------------------------------
+
+
+async def test_stop_timeout_cancels_a_hanging_worker() -> None:
+    started = anyio.Event()
+    finished: list[int] = []
+
+    async def work(item: int) -> None:
+        if item == 0:
+            started.set()
+            await anyio.sleep_forever()
+        finished.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int]() as queue:
+            await queue.start_workers(work, 1)
+            for i in range(3):
+                await queue.put(i)
+            await started.wait()
+            await queue.stop(timeout=0.05)
+            assert queue.status is QueueStatus.STOPPED
+            assert queue.worker_count == 0
+    assert finished == []
+    assert sorted(queue.unprocessed) == [0, 1, 2]
+    assert queue.metrics["processed"] == 0
+    assert_books(queue)
+
+
+async def test_stop_without_timeout_waits_for_held_items() -> None:
+    release = anyio.Event()
+    started = anyio.Event()
+
+    async def work(item: int) -> None:
+        started.set()
+        await release.wait()
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int]() as queue:
+            await queue.start_workers(work, 1)
+            await queue.put(1)
+            await queue.put(2)
+            await started.wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(queue.stop)
+                await anyio.wait_all_tasks_blocked()
+                assert queue.status is QueueStatus.STOPPING
+                with pytest.raises(QueueStateError, match="stopping"):
+                    await queue.put(3)
+                release.set()
+    assert queue.metrics["processed"] == 1
+    assert queue.unprocessed == [2]
+
+
+async def test_stop_refuses_blocked_producers() -> None:
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1)
+    await queue.start()
+    await queue.put(1)
+    errors: list[Exception] = []
+
+    async def producer() -> None:
+        try:
+            await queue.put(2, timeout=None)
+        except QueueStateError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            await anyio.wait_all_tasks_blocked()
+            await queue.stop()
+    assert len(errors) == 1
+    assert queue.unprocessed == [1]
+    assert queue.metrics["enqueued"] == 1
+
+
+async def test_stop_wakes_a_blocked_get() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+
+            async def consumer() -> None:
+                with pytest.raises(QueueStateError):
+                    await queue.get()
+
+            tg.start_soon(consumer)
+            await anyio.wait_all_tasks_blocked()
+            await queue.stop()
+
+
+async def test_stop_validates_its_timeout() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    with pytest.raises(ValueError, match="timeout must be >= 0 seconds, got -1"):
+        await queue.stop(timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        await queue.stop_workers(timeout=math.nan)
+    assert queue.status is QueueStatus.PROCESSING
+    await queue.stop()
+
+
+async def test_worker_may_stop_its_own_queue() -> None:
+    async def work(item: int) -> None:
+        if item == 1:
+            await queue.stop()
+
+    queue: BoundedQueue[int] = BoundedQueue(timeout=None)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 2)
+            for i in range(3):
+                await queue.put(i)
+    assert queue.status is QueueStatus.STOPPED
+    assert_books(queue)
+
+
+# -- cancellation: atomic put and get ------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["cancel-then-wake", "wake-then-cancel"])
+async def test_cancelled_blocked_put_is_atomic(order: str) -> None:
+    """A blocked put cancelled as room appears is accepted and returns, or neither."""
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=1)
+    await queue.start()
+    await queue.put("a")
+    returned: list[bool] = []
+
+    async def producer(*, task_status: TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            returned.append(await queue.put("b", timeout=None))
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            scope = await tg.start(producer)
+            await anyio.wait_all_tasks_blocked()
+            # Free the slot (waking the producer) and cancel it in the same round.
+            if order == "cancel-then-wake":
+                scope.cancel()
+            assert await queue.get() == "a"
+            if order == "wake-then-cancel":
+                scope.cancel()
+    if order == "cancel-then-wake":
+        assert returned == []
+    accepted = queue.metrics["enqueued"] - 1
+    assert accepted == len(returned) == queue.size
+    assert returned in ([], [True])
+    await queue.stop()
+    assert queue.unprocessed == ["b"] * accepted
+
+
+async def test_cancelled_woken_producer_hands_the_slot_on() -> None:
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=1)
+    await queue.start()
+    await queue.put("a")
+    accepted: list[str] = []
+
+    async def producer(
+        item: str, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            if await queue.put(item, timeout=None):
+                accepted.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            first = await tg.start(producer, "b")
+            await anyio.wait_all_tasks_blocked()
+            await tg.start(producer, "c")
+            await anyio.wait_all_tasks_blocked()
+            first.cancel()
+            await queue.get()  # wakes "b", which waited longest, but it is leaving
+    assert accepted == ["c"]
+    assert await queue.get() == "c"
+    assert queue.metrics["enqueued"] == 2
+    await queue.stop()
+
+
+@pytest.mark.parametrize("order", ["cancel-then-wake", "wake-then-cancel"])
+async def test_cancelled_blocked_get_is_atomic(order: str) -> None:
+    """A blocked get cancelled as an item arrives returns it, or leaves it queued."""
+    queue: BoundedQueue[str] = BoundedQueue()
+    await queue.start()
+    got: list[str] = []
+
+    async def consumer(*, task_status: TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            got.append(await queue.get())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            scope = await tg.start(consumer)
+            await anyio.wait_all_tasks_blocked()
+            if order == "cancel-then-wake":
+                scope.cancel()
+            await queue.put("x")
+            if order == "wake-then-cancel":
+                scope.cancel()
+    if order == "cancel-then-wake":
+        assert got == []
+    assert len(got) + queue.size == 1
+    assert queue.in_flight == len(got)
+    if not got:
+        assert await queue.get() == "x"
+    assert_books(queue)  # type: ignore[arg-type]
+    await queue.stop()
+
+
+async def test_cancelled_woken_get_hands_the_item_on() -> None:
+    queue: BoundedQueue[str] = BoundedQueue()
+    await queue.start()
+    got: list[tuple[str, str]] = []
+
+    async def consumer(
+        name: str, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            got.append((name, await queue.get()))
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await tg.start(consumer, "first")
+            await anyio.wait_all_tasks_blocked()
+            last = await tg.start(consumer, "last")
+            await anyio.wait_all_tasks_blocked()
+            last.cancel()
+            await queue.put("x")  # wakes the most recently idle consumer, leaving
+    assert got == [("first", "x")]
+    assert_books(queue)  # type: ignore[arg-type]
+    await queue.stop()
+
+
+# -- async with ---------------------------------------------------------------------
+
+
+async def test_async_with_waits_for_all_items() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.sleep(0.001)
+        seen.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](maxsize=3, timeout=None) as queue:
+            assert queue.status is QueueStatus.PROCESSING
+            await queue.start_workers(work, 2)
+            for i in range(10):
+                await queue.put(i)
+    assert sorted(seen) == list(range(10))
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+
+
+async def test_exception_leaving_async_with_cancels_and_records() -> None:
+    started = anyio.Event()
+
+    async def work(item: int) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    queue: BoundedQueue[int] = BoundedQueue()
+    with anyio.fail_after(GUARD), pytest.raises(ValueError, match="boom"):
+        async with queue:
+            await queue.start_workers(work, 1)
+            for i in range(3):
+                await queue.put(i)
+            await started.wait()
+            raise ValueError("boom")
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    assert sorted(queue.unprocessed) == [0, 1, 2]
+    assert queue.metrics["processed"] == 0
+    assert_books(queue)
+
+
+async def test_cancelling_the_async_with_from_outside() -> None:
+    async def work(item: int) -> None:
+        await anyio.sleep_forever()
+
+    queue: BoundedQueue[int] = BoundedQueue()
+    with anyio.fail_after(GUARD):
+        with anyio.CancelScope() as scope:
+            async with queue:
+                await queue.start_workers(work, 2)
+                for i in range(4):
+                    await queue.put(i)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+                await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert queue.status is QueueStatus.STOPPED
+    assert sorted(queue.unprocessed) == [0, 1, 2, 3]
+    assert_books(queue)
+
+
+async def test_async_with_twice_at_once_is_refused() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    async with queue:
+        with pytest.raises(QueueStateError, match="already inside"):
+            await queue.__aenter__()
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception (asyncio gives KeyboardInterrupt
+    and SystemExit a path of their own, out of the event loop)."""
+
+
+async def test_base_exception_from_worker_propagates_and_stops() -> None:
+    async def work(item: int) -> None:
+        if item == 2:
+            raise Abort
+        await anyio.lowlevel.checkpoint()
+
+    queue: BoundedQueue[int] = BoundedQueue(timeout=None)
+    with anyio.fail_after(GUARD), pytest.raises(Abort):
+        async with queue:
+            await queue.start_workers(work, 1)
+            for i in range(5):
+                await queue.put(i)
+            await anyio.sleep_forever()
+    assert queue.status is QueueStatus.STOPPED
+    assert 2 in queue.unprocessed
+    assert queue.metrics["processed"] + len(queue.unprocessed) == 5
+    assert_books(queue)
+
+
+# -- concurrency limit ----------------------------------------------------------------
+
+
+async def test_concurrency_limit_caps_items_in_hand() -> None:
+    running = 0
+    peak = 0
+    gate = anyio.Event()
+
+    async def work(item: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](concurrency_limit=2) as queue:
+            await queue.start_workers(work, 6)
+            for i in range(10):
+                await queue.put(i)
+            await anyio.wait_all_tasks_blocked()
+            assert running == 2
+            queue.concurrency_limit = 4
+            await anyio.wait_all_tasks_blocked()
+            assert running == 4
+            queue.concurrency_limit = 1
+            gate.set()
+    assert queue.metrics["processed"] == 10
+    assert peak == 4
+
+
+async def test_lowered_limit_is_respected_by_idle_workers() -> None:
+    running = 0
+    peak_after = 0
+    lowered = False
+    release = anyio.Event()
+
+    async def work(item: int) -> None:
+        nonlocal running, peak_after
+        running += 1
+        if lowered:
+            peak_after = max(peak_after, running)
+        await release.wait()
+        running -= 1
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](concurrency_limit=3) as queue:
+            await queue.start_workers(work, 3)
+            await anyio.wait_all_tasks_blocked()
+            queue.concurrency_limit = 1
+            lowered = True
+            for i in range(3):
+                await queue.put(i)
+            await anyio.wait_all_tasks_blocked()
+            assert running == 1
+            release.set()
+    assert peak_after == 1
+    assert queue.metrics["processed"] == 3
+
+
+async def test_concurrency_limit_setter_validates() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    with pytest.raises(ValueError, match="concurrency_limit must be at least 1"):
+        queue.concurrency_limit = 0
+    queue.concurrency_limit = None
+    assert queue.concurrency_limit is None
+
+
+# -- the books, under random failures --------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_books_balance_with_random_failures(seed: int) -> None:
+    rng = random.Random(seed)
+    done: Counter[int] = Counter()
+
+    async def work(item: int) -> None:
+        assert_books(queue)  # type: ignore[arg-type]
+        await anyio.sleep(rng.random() / 1000)
+        if rng.random() < 0.2:
+            raise RuntimeError(item)
+        done[item] += 1
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=8, timeout=0.0005)
+    accepted: list[int] = []
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 4, concurrency_limit_probe)
+            for i in range(300):
+                if await queue.put(i):
+                    accepted.append(i)
+                assert_books(queue)  # type: ignore[arg-type]
+    m = queue.metrics
+    assert m["enqueued"] == len(accepted)
+    assert m["processed"] == len(accepted)
+    assert m["processed"] - m["errors"] == sum(done.values())
+    assert all(n == 1 for n in done.values())
+    assert set(done) <= set(accepted)
+    assert_books(queue)  # type: ignore[arg-type]
+
+
+async def concurrency_limit_probe(exc: Exception, item: int) -> None:
+    assert isinstance(exc, RuntimeError)
+
+
+# -- parking, not polling ------------------------------------------------------------
+
+
+async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
+    """While nothing is queued, no code of the queue runs and no timer is set."""
+    resumed = 0
+    queue_file = queue_module.__file__
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal resumed
+        if event == "call" and frame.f_code.co_filename == queue_file:
+            resumed += 1
+
+    async with BoundedQueue[int]() as queue:
+        await queue.start_workers(noop, 50)
+        await queue.put(1)
+        await queue.join()
+        await anyio.wait_all_tasks_blocked()
+        if anyio_backend_name == "trio":
+            import trio
+
+            stats = trio.lowlevel.current_statistics()
+            assert stats.seconds_to_next_deadline == math.inf
+        sys.setprofile(profile)
+        try:
+            # On trio's mock clock this jumps ahead 1000 s; elsewhere it is a
+            # short window in which a polling worker would have woken.
+            await anyio.sleep(1000 if anyio_backend_name == "trio" else 0.05)
+        finally:
+            sys.setprofile(None)
+        assert resumed == 0
+        assert queue.worker_count == 50
