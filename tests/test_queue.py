@@ -1,3 +1,4 @@
+# mypy: disable-error-code="comparison-overlap"
 """BoundedQueue: the plan's UT-1 to UT-15 and the core issue's behaviours."""
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ import random
 import sys
 from collections import Counter
 from types import FrameType
+from typing import Any, cast
 
 import anyio
 import pytest
+import trio
 from anyio.abc import TaskStatus
 
 from sluicegate import BoundedQueue, QueueError, QueueStateError, QueueStatus
@@ -19,7 +22,7 @@ from sluicegate import _queue as queue_module
 GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertion
 
 
-def assert_books(queue: BoundedQueue[object]) -> None:
+def assert_books(queue: BoundedQueue[Any]) -> None:
     """enqueued == processed + buffered + in flight + unprocessed."""
     m = queue.metrics
     assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
@@ -72,10 +75,10 @@ def test_custom_values() -> None:
     ],
 )
 def test_constructor_validates(
-    kwargs: dict[str, object], error: type[Exception], match: str
+    kwargs: dict[str, Any], error: type[Exception], match: str
 ) -> None:  # UT-2
     with pytest.raises(error, match=match):
-        BoundedQueue(**kwargs)  # type: ignore[arg-type]
+        BoundedQueue(**kwargs)
 
 
 def test_status_and_metrics_start_at_zero() -> None:  # UT-3
@@ -89,7 +92,12 @@ def test_status_and_metrics_start_at_zero() -> None:  # UT-3
 
 
 def test_status_is_a_str_enum() -> None:
-    assert [s.name for s in QueueStatus] == ["IDLE", "PROCESSING", "STOPPING", "STOPPED"]
+    assert [s.name for s in QueueStatus] == [
+        "IDLE",
+        "PROCESSING",
+        "STOPPING",
+        "STOPPED",
+    ]
     assert isinstance(QueueStatus.IDLE, str)
 
 
@@ -156,7 +164,7 @@ async def test_put_timeout_argument_is_validated() -> None:
     with pytest.raises(ValueError, match="timeout must be >= 0 seconds, got -1"):
         await queue.put(1, timeout=-1)
     with pytest.raises(TypeError, match="timeout must be a number of seconds"):
-        await queue.put(1, timeout="soon")  # type: ignore[arg-type]
+        await queue.put(1, timeout=cast(Any, "soon"))
     assert queue.metrics["enqueued"] == 0
     await queue.stop()
 
@@ -282,9 +290,11 @@ async def test_operations_need_processing(state: str) -> None:  # UT-11
     if state == "stopped":
         await queue.start()
         await queue.stop()
-    with pytest.raises(QueueStateError, match=f"cannot put\\(\\): the queue is {state}"):
+    with pytest.raises(
+        QueueStateError, match=f"cannot put\\(\\): the queue is {state}"
+    ):
         await queue.put(1)
-    with pytest.raises(RuntimeError, match=f"cannot get\\(\\): the queue is {state}"):
+    with pytest.raises(RuntimeError, match=rf"cannot get\(\): the queue is {state}"):
         await queue.get()
     with pytest.raises(QueueStateError, match="start_workers"):
         await queue.start_workers(noop, 1)
@@ -437,11 +447,11 @@ async def test_stop_workers_lets_held_items_finish() -> None:
     ],
 )
 async def test_start_workers_validates(
-    args: tuple[object, ...], error: type[Exception], match: str
+    args: tuple[Any, ...], error: type[Exception], match: str
 ) -> None:
     async with BoundedQueue[int]() as queue:
         with pytest.raises(error, match=match):
-            await queue.start_workers(*args)  # type: ignore[arg-type]
+            await queue.start_workers(*args)
         assert queue.worker_count == 0
 
 
@@ -746,7 +756,7 @@ async def test_cancelled_blocked_get_is_atomic(order: str) -> None:
     assert queue.in_flight == len(got)
     if not got:
         assert await queue.get() == "x"
-    assert_books(queue)  # type: ignore[arg-type]
+    assert_books(queue)
     await queue.stop()
 
 
@@ -771,7 +781,7 @@ async def test_cancelled_woken_get_hands_the_item_on() -> None:
             last.cancel()
             await queue.put("x")  # wakes the most recently idle consumer, leaving
     assert got == [("first", "x")]
-    assert_books(queue)  # type: ignore[arg-type]
+    assert_books(queue)
     await queue.stop()
 
 
@@ -946,7 +956,7 @@ async def test_books_balance_with_random_failures(seed: int) -> None:
     done: Counter[int] = Counter()
 
     async def work(item: int) -> None:
-        assert_books(queue)  # type: ignore[arg-type]
+        assert_books(queue)
         await anyio.sleep(rng.random() / 1000)
         if rng.random() < 0.2:
             raise RuntimeError(item)
@@ -960,14 +970,14 @@ async def test_books_balance_with_random_failures(seed: int) -> None:
             for i in range(300):
                 if await queue.put(i):
                     accepted.append(i)
-                assert_books(queue)  # type: ignore[arg-type]
+                assert_books(queue)
     m = queue.metrics
     assert m["enqueued"] == len(accepted)
     assert m["processed"] == len(accepted)
     assert m["processed"] - m["errors"] == sum(done.values())
     assert all(n == 1 for n in done.values())
     assert set(done) <= set(accepted)
-    assert_books(queue)  # type: ignore[arg-type]
+    assert_books(queue)
 
 
 async def concurrency_limit_probe(exc: Exception, item: int) -> None:
@@ -993,8 +1003,6 @@ async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
         await queue.join()
         await anyio.wait_all_tasks_blocked()
         if anyio_backend_name == "trio":
-            import trio
-
             stats = trio.lowlevel.current_statistics()
             assert stats.seconds_to_next_deadline == math.inf
         sys.setprofile(profile)
