@@ -528,10 +528,21 @@ class BoundedQueue(Generic[T]):
                 "`async with queue:` (the queue owns them), or pass "
                 "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
             )
-        for _ in range(num_workers):
-            worker = _Worker()
+        self._spawn_workers(group, worker_func, num_workers, error_handler)
+
+    def _spawn_workers(
+        self,
+        group: TaskGroup,
+        worker_func: WorkerFunc[T],
+        num_workers: int,
+        error_handler: ErrorHandler[T] | None,
+    ) -> list[_Worker]:
+        """Start workers in ``group`` (arguments already checked); return them."""
+        workers = [_Worker() for _ in range(num_workers)]
+        for worker in workers:
             self._workers.add(worker)
             group.start_soon(self._run_worker, worker, worker_func, error_handler)
+        return workers
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.

@@ -1,0 +1,264 @@
+"""WorkQueue: a BoundedQueue with the plan's high-level calls, process and batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Iterable
+from types import TracebackType
+from typing import Generic, TypeVar
+
+from anyio import create_task_group
+from anyio.abc import TaskGroup
+
+from ._checks import check_async_callable, check_optional_int
+from ._config import QueueConfig
+from ._queue import BoundedQueue, ErrorHandler, QueueStatus, WorkerFunc, _Default
+
+__all__ = ["WorkQueue"]
+
+T = TypeVar("T")
+
+
+class WorkQueue(Generic[T]):
+    """A bounded work queue: put items, or hand it a whole batch to process.
+
+    It wraps one `BoundedQueue` (exposed as `queue`) and offers the same calls,
+    plus `process` (start workers) and `batch_process` (feed an iterable through
+    workers and wait until every item is processed).
+
+    Args:
+        maxsize: How many items the buffer holds, at least 1.
+        timeout: How long `put` waits on a full queue by default, in seconds.
+        concurrency_limit: How many items are handled at once (None: one per
+            worker); also the default number of workers.
+        logger: Where worker errors are logged.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 100,
+        timeout: float | None = 0.1,
+        concurrency_limit: int | None = None,
+        *,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._queue: BoundedQueue[T] = BoundedQueue(
+            maxsize, timeout, concurrency_limit=concurrency_limit, logger=logger
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: QueueConfig, *, logger: logging.Logger | None = None
+    ) -> WorkQueue[T]:
+        """A WorkQueue of ``config.queue_capacity`` items and its concurrency limit.
+
+        ``capacity_refresh_time`` is not used here: it limits the rate at which an
+        Executor starts events.
+        """
+        if not isinstance(config, QueueConfig):
+            raise TypeError(f"config must be a QueueConfig, got {config!r}")
+        return cls(
+            maxsize=config.queue_capacity,
+            concurrency_limit=config.concurrency_limit,
+            logger=logger,
+        )
+
+    @property
+    def queue(self) -> BoundedQueue[T]:
+        """The BoundedQueue this WorkQueue drives."""
+        return self._queue
+
+    # -- delegated surface ------------------------------------------------------
+
+    @property
+    def status(self) -> QueueStatus:
+        """The queue's current `QueueStatus`."""
+        return self._queue.status
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """A fresh snapshot of the queue's counters (see `BoundedQueue.metrics`)."""
+        return self._queue.metrics
+
+    @property
+    def size(self) -> int:
+        """How many items wait in the buffer."""
+        return self._queue.size
+
+    @property
+    def is_full(self) -> bool:
+        """True when a put would have to wait."""
+        return self._queue.is_full
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no item waits in the buffer."""
+        return self._queue.is_empty
+
+    @property
+    def worker_count(self) -> int:
+        """How many workers are running."""
+        return self._queue.worker_count
+
+    @property
+    def unprocessed(self) -> list[T]:
+        """A copy of the accepted items that were never processed."""
+        return self._queue.unprocessed
+
+    @property
+    def maxsize(self) -> int:
+        """How many items the buffer holds."""
+        return self._queue.maxsize
+
+    @property
+    def timeout(self) -> float | None:
+        """How long `put` waits on a full queue by default."""
+        return self._queue.timeout
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many items are handled at once (None: one per worker)."""
+        return self._queue.concurrency_limit
+
+    @concurrency_limit.setter
+    def concurrency_limit(self, value: int | None) -> None:
+        self._queue.concurrency_limit = value
+
+    async def put(
+        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+    ) -> bool:
+        """Add ``item``; True once accepted, False on backpressure (see
+        `BoundedQueue.put`)."""
+        return await self._queue.put(item, timeout)
+
+    async def get(self) -> T:
+        """Take the next item, waiting until there is one."""
+        return await self._queue.get()
+
+    def task_done(self) -> None:
+        """Record that an item taken with `get` has been handled."""
+        self._queue.task_done()
+
+    async def join(self) -> None:
+        """Wait until every accepted item is processed or the queue has stopped."""
+        await self._queue.join()
+
+    async def start(self) -> None:
+        """Start accepting items (see `BoundedQueue.start`)."""
+        await self._queue.start()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the queue (see `BoundedQueue.stop`)."""
+        await self._queue.stop(timeout)
+
+    async def __aenter__(self) -> WorkQueue[T]:
+        await self._queue.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._queue.__aexit__(exc_type, exc, tb)
+
+    # -- processing -------------------------------------------------------------
+
+    async def process(
+        self,
+        worker_func: WorkerFunc[T],
+        num_workers: int | None = None,
+        error_handler: ErrorHandler[T] | None = None,
+        *,
+        task_group: TaskGroup | None = None,
+    ) -> None:
+        """Start workers that await ``worker_func(item)`` for each item.
+
+        ``num_workers`` defaults to the concurrency limit, or 1. The workers run in
+        ``task_group`` if given, else in the task group of ``async with queue:``;
+        see `BoundedQueue.start_workers`.
+        """
+        workers = self._worker_count_for(num_workers)
+        await self._queue.start_workers(
+            worker_func, workers, error_handler, task_group=task_group
+        )
+
+    async def batch_process(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        worker_func: WorkerFunc[T],
+        num_workers: int | None = None,
+        error_handler: ErrorHandler[T] | None = None,
+    ) -> None:
+        """Process every item of ``items`` and return when all are processed.
+
+        ``items`` is any iterable or async iterable, read lazily: the producer waits
+        while the queue is full (whatever the queue's put timeout), so a generator of
+        millions of items runs in constant memory. The batch's ``num_workers``
+        workers (default: the concurrency limit, or 1) live only for this call.
+        Worker errors go to ``error_handler``, or are counted and logged, and never
+        stop the batch.
+
+        Inside ``async with queue:`` the batch runs in the open queue; on its own it
+        opens the queue and stops it again at the end, so one WorkQueue can run
+        batch after batch, its metrics adding up.
+
+        Cancelled from outside, it ends its workers and stops reading ``items``
+        (closing an async generator); items cancelled in flight or left in the
+        buffer are listed in `unprocessed`, never counted as processed.
+
+        Raises:
+            TypeError: items is not iterable, or worker_func or error_handler is not
+                an async function.
+            ValueError: num_workers < 1.
+        """
+        if not isinstance(items, (Iterable, AsyncIterable)):
+            raise TypeError(
+                "items must be an iterable or an async iterable, got "
+                f"{items!r} ({type(items).__name__})"
+            )
+        check_async_callable("worker_func", worker_func)
+        check_async_callable("error_handler", error_handler, allow_none=True)
+        workers = self._worker_count_for(num_workers)
+        if self._queue.status is QueueStatus.PROCESSING:
+            await self._run_batch(items, worker_func, workers, error_handler)
+        else:
+            async with self._queue:
+                await self._run_batch(items, worker_func, workers, error_handler)
+
+    async def _run_batch(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        worker_func: WorkerFunc[T],
+        num_workers: int,
+        error_handler: ErrorHandler[T] | None,
+    ) -> None:
+        queue = self._queue
+        async with create_task_group() as tg:
+            workers = queue._spawn_workers(tg, worker_func, num_workers, error_handler)
+            await self._feed(items)
+            await queue.join()
+            await queue._end_workers(workers, None)
+
+    async def _feed(self, items: Iterable[T] | AsyncIterable[T]) -> None:
+        put = self._queue.put
+        if isinstance(items, AsyncIterable):
+            iterator = aiter(items)
+            try:
+                async for item in iterator:
+                    await put(item, None)
+            except BaseException:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise
+        else:
+            for item in items:
+                await put(item, None)
+
+    def _worker_count_for(self, num_workers: int | None) -> int:
+        count = check_optional_int("num_workers", num_workers, minimum=1)
+        if count is not None:
+            return count
+        return self._queue.concurrency_limit or 1

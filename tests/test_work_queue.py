@@ -1,0 +1,347 @@
+# mypy: disable-error-code="comparison-overlap"
+"""WorkQueue: the plan's UT-16 to UT-19, process, and batch_process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+from unittest.mock import AsyncMock, create_autospec
+
+import anyio
+import pytest
+
+from sluicegate import BoundedQueue, QueueConfig, QueueStatus, WorkQueue
+
+GUARD = 10
+
+
+def assert_books(queue: WorkQueue[Any]) -> None:
+    m = queue.metrics
+    assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
+        queue.unprocessed
+    )
+
+
+async def noop(item: object) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+# -- UT-16, UT-17, UT-19 ---------------------------------------------------------
+
+
+def test_initializes_with_given_parameters() -> None:  # UT-16
+    queue: WorkQueue[int] = WorkQueue(maxsize=50, timeout=0.5, concurrency_limit=5)
+    assert isinstance(queue.queue, BoundedQueue)
+    assert queue.maxsize == queue.queue.maxsize == 50
+    assert queue.timeout == queue.queue.timeout == 0.5
+    assert queue.concurrency_limit == queue.queue.concurrency_limit == 5
+    assert queue.status is QueueStatus.IDLE
+    assert (queue.size, queue.is_empty, queue.is_full) == (0, True, False)
+    assert queue.worker_count == 0
+    assert queue.unprocessed == []
+    assert queue.metrics["enqueued"] == 0
+
+
+def test_from_config() -> None:
+    config = QueueConfig(queue_capacity=7, concurrency_limit=3)
+    queue: WorkQueue[int] = WorkQueue.from_config(config)
+    assert queue.maxsize == 7
+    assert queue.concurrency_limit == 3
+    with pytest.raises(TypeError, match="config must be a QueueConfig"):
+        WorkQueue.from_config(cast(Any, {"queue_capacity": 7}))
+
+
+def test_constructor_validates_like_bounded_queue() -> None:
+    with pytest.raises(ValueError, match="maxsize must be at least 1"):
+        WorkQueue(maxsize=0)
+    with pytest.raises(ValueError, match="concurrency_limit must be at least 1"):
+        WorkQueue(concurrency_limit=0)
+
+
+async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
+    work_queue: WorkQueue[str] = WorkQueue()
+    mock = create_autospec(BoundedQueue, instance=True)
+    work_queue._queue = mock
+    mock.put.return_value = True
+    mock.get.return_value = "item"
+
+    assert await work_queue.put("x", timeout=1.0) is True
+    mock.put.assert_awaited_once_with("x", 1.0)
+    assert await work_queue.get() == "item"
+    mock.get.assert_awaited_once_with()
+    work_queue.task_done()
+    mock.task_done.assert_called_once_with()
+    await work_queue.join()
+    mock.join.assert_awaited_once_with()
+    await work_queue.start()
+    mock.start.assert_awaited_once_with()
+    await work_queue.stop(timeout=2.0)
+    mock.stop.assert_awaited_once_with(2.0)
+    await work_queue.process(noop, 3, task_group=None)
+    mock.start_workers.assert_awaited_once_with(noop, 3, None, task_group=None)
+    for name in ("status", "metrics", "size", "is_full", "is_empty", "worker_count"):
+        assert getattr(work_queue, name) is getattr(mock, name)
+    assert work_queue.unprocessed is mock.unprocessed
+
+
+async def test_async_context_manager_starts_and_stops() -> None:  # UT-19
+    queue: WorkQueue[int] = WorkQueue()
+    async with queue as entered:
+        assert entered is queue
+        assert queue.status is QueueStatus.PROCESSING
+    assert queue.status is QueueStatus.STOPPED
+
+
+async def test_async_context_manager_delegates() -> None:  # UT-19, with a mock
+    work_queue: WorkQueue[int] = WorkQueue()
+    mock = create_autospec(BoundedQueue, instance=True)
+    mock.__aenter__ = AsyncMock(return_value=mock)
+    mock.__aexit__ = AsyncMock(return_value=None)
+    work_queue._queue = mock
+    async with work_queue:
+        mock.__aenter__.assert_awaited_once()
+    mock.__aexit__.assert_awaited_once_with(None, None, None)
+
+
+# -- process ------------------------------------------------------------------------
+
+
+async def test_process_defaults_to_concurrency_limit_workers() -> None:
+    async with WorkQueue[int](concurrency_limit=3) as queue:
+        await queue.process(noop)
+        assert queue.worker_count == 3
+    async with WorkQueue[int]() as queue:
+        await queue.process(noop)
+        assert queue.worker_count == 1
+
+
+async def test_process_in_callers_task_group() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        seen.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(timeout=None)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            await queue.process(work, 2, task_group=tg)
+            for i in range(10):
+                await queue.put(i)
+            await queue.join()
+            await queue.stop()
+    assert sorted(seen) == list(range(10))
+
+
+# -- UT-18 and batch_process -----------------------------------------------------------
+
+
+async def test_batch_process_handles_a_list() -> None:  # UT-18
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=4, concurrency_limit=3)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(list(range(100)), work)
+    assert sorted(seen) == list(range(100))
+    assert queue.metrics["processed"] == 100
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    assert_books(queue)
+
+
+async def test_batch_process_over_an_async_generator() -> None:
+    seen: list[int] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(50):
+            await anyio.lowlevel.checkpoint()
+            yield i
+
+    async def work(item: int) -> None:
+        seen.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=3)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(numbers(), work, num_workers=4)
+    assert sorted(seen) == list(range(50))
+
+
+async def test_batch_process_reads_lazily_with_backpressure() -> None:
+    """The producer never runs more than the buffer plus the items in hand ahead."""
+    produced = 0
+    ahead: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        nonlocal produced
+        for i in range(200):
+            produced += 1
+            yield i
+
+    async def work(item: int) -> None:
+        ahead.append(produced - item)
+        await anyio.lowlevel.checkpoint()
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=5)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(numbers(), work, num_workers=2)
+    assert produced == 200
+    # Read ahead of the item being handled: at most the buffer, the other worker's
+    # item and the one item the producer holds while it waits for room.
+    assert max(ahead) <= 5 + 2 + 1
+
+
+async def test_batch_process_over_an_empty_iterable() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    with anyio.fail_after(GUARD):
+        await queue.batch_process([], noop, num_workers=3)
+    assert queue.metrics["enqueued"] == 0
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+
+
+async def test_batch_process_with_worker_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handled: list[int] = []
+
+    async def work(item: int) -> None:
+        if item % 3 == 0:
+            raise ValueError(item)
+
+    async def on_error(exc: Exception, item: int) -> None:
+        handled.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=2)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(range(30), work, 2, on_error)
+        assert sorted(handled) == list(range(0, 30, 3))
+        assert queue.metrics["errors"] == 10
+        assert queue.metrics["processed"] == 30
+        with caplog.at_level(logging.ERROR, logger="sluicegate"):
+            await queue.batch_process(range(3), work)  # no handler: logged
+    assert "worker_func failed on 0" in caplog.text
+    assert queue.metrics["errors"] == 11
+
+
+async def test_batch_process_with_maxsize_1_and_a_tiny_put_timeout() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.sleep(0.0001)
+        seen.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=1, timeout=1e-9)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(range(40), work, num_workers=2)
+    assert sorted(seen) == list(range(40))
+    assert queue.metrics["backpressure_events"] == 0
+    assert queue.unprocessed == []
+
+
+async def test_batch_process_inside_async_with() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        seen.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with WorkQueue[int](maxsize=2) as queue:
+            await queue.batch_process(range(10), work, num_workers=2)
+            assert queue.status is QueueStatus.PROCESSING
+            assert queue.worker_count == 0
+            await queue.batch_process(range(10, 20), work)
+    assert sorted(seen) == list(range(20))
+
+
+async def test_several_batches_add_up() -> None:
+    queue: WorkQueue[int] = WorkQueue(maxsize=4)
+    with anyio.fail_after(GUARD):
+        for _ in range(3):
+            await queue.batch_process(range(10), noop, num_workers=2)
+            assert queue.status is QueueStatus.STOPPED
+    assert queue.metrics["enqueued"] == 30
+    assert queue.metrics["processed"] == 30
+
+
+async def test_batch_process_cancelled_from_outside() -> None:
+    handled: list[int] = []
+    closed = False
+
+    async def numbers() -> AsyncIterator[int]:
+        nonlocal closed
+        try:
+            for i in range(1_000):
+                yield i
+        finally:
+            closed = True
+
+    ten_handled = anyio.Event()
+
+    async def work(item: int) -> None:
+        await anyio.sleep(0.001)
+        handled.append(item)
+        if len(handled) == 10:
+            ten_handled.set()
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=4)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.batch_process, numbers(), work, 3)
+            await ten_handled.wait()
+            tg.cancel_scope.cancel()
+    assert closed, "the async generator must be closed"
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    m = queue.metrics
+    assert m["processed"] == len(handled)
+    assert m["in_flight"] == 0
+    assert m["enqueued"] == m["processed"] + len(queue.unprocessed)
+    assert set(handled).isdisjoint(queue.unprocessed)
+    assert sorted(handled + queue.unprocessed) == list(range(m["enqueued"]))
+
+
+async def test_batch_process_cancelled_inside_async_with() -> None:
+    started = anyio.Event()
+
+    async def work(item: int) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(GUARD):
+        async with WorkQueue[int](maxsize=4) as queue:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(queue.batch_process, range(100), work, 2)
+                    await started.wait()
+                    await anyio.wait_all_tasks_blocked()
+                    scope.cancel()
+            assert queue.worker_count == 0
+            assert queue.metrics["processed"] == 0
+    m = queue.metrics
+    assert m["enqueued"] == len(queue.unprocessed)
+    assert sorted(queue.unprocessed) == list(range(m["enqueued"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((42, noop), TypeError, "items must be an iterable or an async iterable"),
+        ((None, noop), TypeError, "items must be an iterable"),
+        (([1], print), TypeError, "worker_func must be an async function"),
+        (([1], noop, 0), ValueError, "num_workers must be at least 1, got 0"),
+        (([1], noop, True), TypeError, "num_workers must be an int"),
+        (([1], noop, 1, print), TypeError, "error_handler must be an async function"),
+    ],
+)
+async def test_batch_process_validates(
+    args: tuple[Any, ...], error: type[Exception], match: str
+) -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    with pytest.raises(error, match=match):
+        await queue.batch_process(*args)
+    assert queue.status is QueueStatus.IDLE
