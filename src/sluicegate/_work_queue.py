@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 from ._checks import check_async_callable, check_optional_int
 from ._config import QueueConfig
 from ._queue import BoundedQueue, ErrorHandler, QueueStatus, WorkerFunc, _Default
+from ._rate_limit import RateLimiter
 
 __all__ = ["WorkQueue"]
 
@@ -32,6 +33,8 @@ class WorkQueue(Generic[T]):
         concurrency_limit: How many items are handled at once (None: one per
             worker); also the default number of workers.
         logger: Where worker errors are logged.
+        rate_limiter: A `RateLimiter` each worker takes a token from before it
+            handles an item; it may be shared with other queues.
     """
 
     def __init__(
@@ -41,14 +44,24 @@ class WorkQueue(Generic[T]):
         concurrency_limit: int | None = None,
         *,
         logger: logging.Logger | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._queue: BoundedQueue[T] = BoundedQueue(
             maxsize, timeout, concurrency_limit=concurrency_limit, logger=logger
         )
+        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
+            raise TypeError(
+                f"rate_limiter must be a RateLimiter or None, got {rate_limiter!r}"
+            )
+        self._rate_limiter = rate_limiter
 
     @classmethod
     def from_config(
-        cls, config: QueueConfig, *, logger: logging.Logger | None = None
+        cls,
+        config: QueueConfig,
+        *,
+        logger: logging.Logger | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> WorkQueue[T]:
         """A WorkQueue of ``config.queue_capacity`` items and its concurrency limit.
 
@@ -61,12 +74,18 @@ class WorkQueue(Generic[T]):
             maxsize=config.queue_capacity,
             concurrency_limit=config.concurrency_limit,
             logger=logger,
+            rate_limiter=rate_limiter,
         )
 
     @property
     def queue(self) -> BoundedQueue[T]:
         """The BoundedQueue this WorkQueue drives."""
         return self._queue
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The RateLimiter workers take a token from per item, if any."""
+        return self._rate_limiter
 
     # -- delegated surface ------------------------------------------------------
 
@@ -180,8 +199,12 @@ class WorkQueue(Generic[T]):
         see `BoundedQueue.start_workers`.
         """
         workers = self._worker_count_for(num_workers)
+        check_async_callable("worker_func", worker_func)
         await self._queue.start_workers(
-            worker_func, workers, error_handler, task_group=task_group
+            self._rate_limited(worker_func),
+            workers,
+            error_handler,
+            task_group=task_group,
         )
 
     async def batch_process(
@@ -235,8 +258,9 @@ class WorkQueue(Generic[T]):
         error_handler: ErrorHandler[T] | None,
     ) -> None:
         queue = self._queue
+        func = self._rate_limited(worker_func)
         async with create_task_group() as tg:
-            workers = queue._spawn_workers(tg, worker_func, num_workers, error_handler)
+            workers = queue._spawn_workers(tg, func, num_workers, error_handler)
             await self._feed(items)
             await queue.join()
             await queue._end_workers(workers, None)
@@ -256,6 +280,17 @@ class WorkQueue(Generic[T]):
         else:
             for item in items:
                 await put(item, None)
+
+    def _rate_limited(self, worker_func: WorkerFunc[T]) -> WorkerFunc[T]:
+        limiter = self._rate_limiter
+        if limiter is None:
+            return worker_func
+
+        async def rate_limited(item: T) -> object:
+            await limiter.acquire()
+            return await worker_func(item)
+
+        return rate_limited
 
     def _worker_count_for(self, num_workers: int | None) -> int:
         count = check_optional_int("num_workers", num_workers, minimum=1)

@@ -1,0 +1,350 @@
+"""Executor: runs events through a WorkQueue and records how each one went."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Generic, TypeVar
+
+from anyio import current_time
+from anyio.abc import TaskGroup
+
+from ._config import QueueConfig
+from ._events import Event, ExecutionStatus
+from ._exceptions import QueueStateError
+from ._queue import QueueStatus, _Default
+from ._rate_limit import Clock, RateLimiter
+from ._work_queue import WorkQueue
+
+__all__ = ["Executor"]
+
+E = TypeVar("E", bound=Event)
+
+_UNFINISHED = (ExecutionStatus.PENDING, ExecutionStatus.PROCESSING)
+
+
+class Executor(Generic[E]):
+    """Runs events of one type, at a bounded rate and concurrency, and records them.
+
+    Append events with `append` (or `put` them one by one, or hand over a whole
+    `batch_process`); inside ``async with executor:`` they run in
+    ``queue_config.concurrency_limit`` workers (1 when None), each event's
+    ``invoke`` awaited once, its `execution` filled in: PROCESSING, then
+    COMPLETED with the response, FAILED with the error, or CANCELLED.
+
+    ``queue_config.capacity_refresh_time`` is a real limit: the executor starts at
+    most ``queue_capacity`` events per ``capacity_refresh_time`` seconds, through a
+    token bucket of ``queue_capacity`` tokens that refills continuously. A
+    ``rate_limiter`` of your own (perhaps shared with other executors) applies on
+    top of that.
+
+    Args:
+        event_type: The Event subclass this executor accepts.
+        queue_config: Buffer size, start rate and concurrency; defaults to
+            ``QueueConfig()``.
+        rate_limiter: An extra RateLimiter each event takes a token from.
+        clock: Where the start-rate bucket reads the time and sleeps; the event
+            loop's by default.
+        logger: Where failures are logged (at DEBUG: they are recorded anyway).
+    """
+
+    def __init__(
+        self,
+        event_type: type[E],
+        queue_config: QueueConfig | None = None,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            raise TypeError(
+                f"event_type must be a subclass of sluicegate.Event, got {event_type!r}"
+            )
+        if queue_config is None:
+            queue_config = QueueConfig()
+        elif not isinstance(queue_config, QueueConfig):
+            raise TypeError(
+                f"queue_config must be a QueueConfig or None, got {queue_config!r}"
+            )
+        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
+            raise TypeError(
+                f"rate_limiter must be a RateLimiter or None, got {rate_limiter!r}"
+            )
+        self._event_type = event_type
+        self._config = queue_config
+        self._rate_limiter = rate_limiter
+        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
+        self._start_rate = RateLimiter(
+            queue_config.queue_capacity,
+            queue_config.capacity_refresh_time,
+            clock=clock,
+        )
+        self._queue: WorkQueue[E] = WorkQueue.from_config(queue_config, logger=logger)
+        self._num_workers = queue_config.concurrency_limit or 1
+        self._pending: deque[E] = deque()
+        self._completed: list[E] = []
+        self._failed: list[E] = []
+        self._cancelled: list[E] = []
+        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def event_type(self) -> type[E]:
+        """The Event subclass this executor accepts."""
+        return self._event_type
+
+    @property
+    def queue_config(self) -> QueueConfig:
+        """The configuration the executor's queue was built from."""
+        return self._config
+
+    @property
+    def queue(self) -> WorkQueue[E]:
+        """The WorkQueue the events run through."""
+        return self._queue
+
+    @property
+    def status(self) -> QueueStatus:
+        """The status of the executor's queue."""
+        return self._queue.status
+
+    @property
+    def pending_events(self) -> list[E]:
+        """Events appended and not yet forwarded to the queue."""
+        return list(self._pending)
+
+    @property
+    def completed_events(self) -> list[E]:
+        """Events whose invoke returned, in the order they finished."""
+        return list(self._completed)
+
+    @property
+    def failed_events(self) -> list[E]:
+        """Events whose invoke raised an exception."""
+        return list(self._failed)
+
+    @property
+    def cancelled_events(self) -> list[E]:
+        """Events cancelled while running, or never run because the executor
+        stopped."""
+        return list(self._cancelled)
+
+    @property
+    def is_all_processed(self) -> bool:
+        """True when no event is pending, buffered or running."""
+        queue = self._queue.queue
+        return not self._pending and queue.size == 0 and queue.in_flight == 0
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """The queue's counters plus ``pending``, ``completed``, ``failed`` and
+        ``cancelled`` event counts; a fresh dict on every read."""
+        metrics = self._queue.metrics
+        metrics["pending"] = len(self._pending)
+        metrics["completed"] = len(self._completed)
+        metrics["failed"] = len(self._failed)
+        metrics["cancelled"] = len(self._cancelled)
+        return metrics
+
+    # -- feeding events -----------------------------------------------------------
+
+    def append(self, event: E) -> None:
+        """Record ``event`` as pending; `forward` (or leaving ``async with``) queues
+        it.
+
+        Raises:
+            TypeError: event is not an instance of the executor's event type.
+        """
+        self._check_event(event)
+        self._pending.append(event)
+
+    async def forward(self) -> None:
+        """Move every pending event into the queue, waiting while it is full.
+
+        Never drops an event: if forward is cancelled, the event it was putting
+        stays pending.
+
+        Raises:
+            QueueStateError: the executor is not running.
+        """
+        put = self._queue.put
+        while self._pending:
+            event = self._pending.popleft()
+            try:
+                await put(event, None)
+            except BaseException:
+                self._pending.appendleft(event)  # put is atomic: not accepted
+                raise
+
+    async def put(
+        self, event: E, timeout: float | _Default | None = _Default.TIMEOUT
+    ) -> bool:
+        """Queue one event: True once accepted, False on backpressure.
+
+        The same contract as `WorkQueue.put`: on a full queue it waits up to
+        ``timeout`` seconds, then returns False and the event is not recorded.
+
+        Raises:
+            TypeError: event is not an instance of the executor's event type.
+            QueueStateError: the executor is not running.
+        """
+        self._check_event(event)
+        return await self._queue.put(event, timeout)
+
+    async def batch_process(self, events: Iterable[E] | AsyncIterable[E]) -> None:
+        """Run every event of ``events`` and return when all are processed.
+
+        Events are read lazily and put with backpressure. Inside ``async with
+        executor:`` they run in its workers; on its own the call opens and
+        closes the executor itself.
+
+        Raises:
+            TypeError: events is not iterable, or holds an event of the wrong type
+                (raised when it is reached; the events before it still run).
+        """
+        if not isinstance(events, (Iterable, AsyncIterable)):
+            raise TypeError(
+                "events must be an iterable or an async iterable of events, got "
+                f"{events!r} ({type(events).__name__})"
+            )
+        if self.status is QueueStatus.PROCESSING and self._queue.worker_count:
+            await self._feed_and_join(events)
+        else:
+            async with self:
+                await self._feed_and_join(events)
+
+    async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
+        put = self._queue.put
+        if isinstance(events, AsyncIterable):
+            async for event in events:
+                self._check_event(event)
+                await put(event, None)
+        else:
+            for event in events:
+                self._check_event(event)
+                await put(event, None)
+        await self._queue.join()
+
+    def _check_event(self, event: object) -> None:
+        if not isinstance(event, self._event_type):
+            raise TypeError(
+                f"event must be an instance of {self._event_type.__qualname__}, got "
+                f"{type(event).__qualname__}: {event!r}"
+            )
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self, *, task_group: TaskGroup | None = None) -> None:
+        """Start the queue and its workers in ``task_group``.
+
+        Inside ``async with executor:`` the executor is already started and this
+        does nothing.
+
+        Raises:
+            QueueStateError: no task group given outside ``async with``.
+        """
+        if self._lifespan_cm is not None:
+            return
+        if task_group is None:
+            raise QueueStateError(
+                "an Executor runs its events in workers that need a task group: use "
+                "`async with executor:`, or `await executor.start(task_group=tg)` "
+                "inside `async with anyio.create_task_group() as tg:`"
+            )
+        await self._queue.start()
+        await self._queue.process(
+            self._run, self._num_workers, self._on_error, task_group=task_group
+        )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the workers as `BoundedQueue.stop` does; events that did not run
+        (pending, buffered, or cancelled in flight) are marked CANCELLED."""
+        await self._queue.stop(timeout)
+        self._cancel_leftovers()
+
+    async def join(self) -> None:
+        """Forward pending events, then wait until every queued event is
+        processed."""
+        if self._pending and self._queue.status is QueueStatus.PROCESSING:
+            await self.forward()
+        await self._queue.join()
+
+    async def __aenter__(self) -> Executor[E]:
+        if self._lifespan_cm is not None:
+            raise QueueStateError("this executor is already inside `async with`")
+        cm = self._lifespan()
+        await cm.__aenter__()
+        self._lifespan_cm = cm
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        assert cm is not None
+        return await cm.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        try:
+            async with self._queue:
+                await self._queue.process(self._run, self._num_workers, self._on_error)
+                yield
+                await self.forward()
+        finally:
+            self._cancel_leftovers()
+
+    # -- running one event -----------------------------------------------------------
+
+    async def _run(self, event: E) -> None:
+        """The worker function: wait for the rates, invoke, record the outcome."""
+        execution = event.execution
+        try:
+            await self._start_rate.acquire()
+            if self._rate_limiter is not None:
+                await self._rate_limiter.acquire()
+            execution.status = ExecutionStatus.PROCESSING
+            started = current_time()
+            try:
+                execution.response = await event.invoke()
+            finally:
+                execution.duration = current_time() - started
+        except Exception as exc:
+            execution.status = ExecutionStatus.FAILED
+            execution.error = exc
+            self._failed.append(event)
+            raise  # the queue counts it as processed and as an error
+        except BaseException:
+            self._cancel(event)
+            raise
+        execution.status = ExecutionStatus.COMPLETED
+        self._completed.append(event)
+
+    async def _on_error(self, exc: Exception, event: E) -> None:
+        # The failure is recorded on the event; the log gets it at DEBUG only.
+        self._logger.debug("event %s failed", event.id, exc_info=exc)
+
+    def _cancel(self, event: E) -> None:
+        if event.execution.status in (
+            ExecutionStatus.PENDING,
+            ExecutionStatus.PROCESSING,
+        ):
+            event.execution.status = ExecutionStatus.CANCELLED
+            self._cancelled.append(event)
+
+    def _cancel_leftovers(self) -> None:
+        """Mark CANCELLED what can no longer run: pending and unprocessed events."""
+        if self._queue.status is not QueueStatus.STOPPED:
+            return
+        while self._pending:
+            self._cancel(self._pending.popleft())
+        for event in self._queue.unprocessed:
+            self._cancel(event)

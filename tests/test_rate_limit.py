@@ -1,0 +1,247 @@
+"""RateLimiter: a token bucket whose waiters reserve their turn.
+
+Time comes from an injected FakeClock (virtual time on every backend), and once
+from the event loop's own clock, which on trio is a MockClock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import anyio
+import pytest
+from fake_clock import FakeClock, all_blocked, max_in_window
+
+from sluicegate import RateLimiter, WorkQueue
+
+GUARD = 10
+
+
+async def admit_all(
+    limiter: RateLimiter, clock: FakeClock, tasks: int, tokens: float = 1
+) -> tuple[list[int], list[float]]:
+    """Start ``tasks`` acquirers at once; return admission order and times."""
+    order: list[int] = []
+    times: list[float] = []
+
+    async def acquirer(i: int) -> None:
+        await limiter.acquire(tokens)
+        order.append(i)
+        times.append(clock.current_time())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as inner:
+                for i in range(tasks):
+                    inner.start_soon(acquirer, i)
+                    await all_blocked()  # arrival order = i, all at time 0
+                tg.start_soon(clock.autojump)
+            tg.cancel_scope.cancel()
+    return order, times
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((0,), {}, ValueError, "rate must be a finite number > 0, got 0"),
+        ((-1,), {}, ValueError, "rate must be a finite number > 0, got -1"),
+        ((math.nan,), {}, ValueError, "rate must be a finite number > 0, got nan"),
+        ((math.inf,), {}, ValueError, "rate must be a finite number > 0, got inf"),
+        (("5",), {}, TypeError, "rate must be a number, got '5'"),
+        ((True,), {}, TypeError, "rate must be a number, got True"),
+        ((5, 0), {}, ValueError, "period must be a finite number > 0, got 0"),
+        ((5, math.nan), {}, ValueError, "period must be a finite number > 0"),
+        ((5, None), {}, TypeError, "period must be a number, got None"),
+        ((5,), {"burst": 0.5}, ValueError, "burst must be at least 1, got 0.5"),
+        ((5,), {"burst": 0}, ValueError, "burst must be a finite number > 0, got 0"),
+        ((5,), {"burst": math.nan}, ValueError, "burst must be a finite number > 0"),
+        ((5,), {"burst": "2"}, TypeError, "burst must be a number"),
+    ],
+)
+def test_constructor_validates(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        RateLimiter(*args, **kwargs)
+
+
+def test_defaults() -> None:
+    limiter = RateLimiter(10)
+    assert (limiter.rate, limiter.period, limiter.burst) == (10, 1.0, 10)
+    assert RateLimiter(0.5, 1).burst == 1
+    assert RateLimiter(3, 2, burst=7).burst == 7
+    assert repr(RateLimiter(3, 2, burst=7)) == "RateLimiter(rate=3, period=2, burst=7)"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "error", "match"),
+    [
+        (0, ValueError, "tokens must be > 0 and at most burst \\(4\\), got 0"),
+        (-1, ValueError, "tokens must be > 0"),
+        (5, ValueError, "at most burst \\(4\\), got 5"),
+        (math.nan, ValueError, "tokens must be > 0"),
+        ("1", TypeError, "tokens must be a number, got '1'"),
+        (True, TypeError, "tokens must be a number, got True"),
+        (None, TypeError, "tokens must be a number, got None"),
+    ],
+)
+async def test_acquire_validates(
+    tokens: Any, error: type[Exception], match: str
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock)
+    with pytest.raises(error, match=match):
+        await limiter.acquire(tokens)
+    assert limiter.available == 4
+
+
+async def test_burst_is_granted_at_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, 1, burst=5, clock=clock)
+    for _ in range(5):
+        await limiter.acquire()
+    assert clock.current_time() == 0
+    assert limiter.available == 0
+
+
+async def test_refills_continuously() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, 2, burst=4, clock=clock)  # 2 tokens per second
+    await limiter.acquire(4)
+    clock.advance(0.5)
+    assert limiter.available == pytest.approx(1.0)
+    clock.advance(10)
+    assert limiter.available == 4, "never more than burst"
+
+
+@pytest.mark.parametrize(
+    ("rate", "period", "burst"), [(5, 1, 3), (2, 0.5, 1), (10, 3, 10)]
+)
+async def test_many_waiters_never_exceed_the_bound(
+    rate: float, period: float, burst: float
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate, period, burst=burst, clock=clock)
+    _, times = await admit_all(limiter, clock, tasks=40)
+    assert len(times) == 40
+    for window in (0, 0.1, 0.25, 0.5, 1, 2, 3.3, 10):
+        allowed = burst + rate * window / period
+        assert max_in_window(times, window) <= allowed + 1e-9, window
+    # And it is no slower than it must be: the last token is due exactly when the
+    # bucket has refilled enough for it.
+    assert max(times) == pytest.approx((40 - burst) * period / rate)
+
+
+async def test_waiters_reserve_their_turn_in_order() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=1, clock=clock)
+    order, times = await admit_all(limiter, clock, tasks=6)
+    assert order == list(range(6))
+    assert times == [0, 1, 2, 3, 4, 5]
+
+
+async def test_mixed_token_sizes_respect_the_bound() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(3, 1, burst=3, clock=clock)
+    granted: list[tuple[float, float]] = []
+    rng = random.Random(7)
+
+    async def acquirer(tokens: float) -> None:
+        await limiter.acquire(tokens)
+        granted.append((clock.current_time(), tokens))
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as inner:
+                for _ in range(30):
+                    inner.start_soon(acquirer, rng.choice([1, 2, 3, 0.5]))
+            tg.cancel_scope.cancel()
+    for start, _ in granted:
+        for window in (0, 0.5, 1, 2.5):
+            in_window = sum(n for t, n in granted if start <= t <= start + window)
+            assert in_window <= 3 + 3 * window + 1e-9
+
+
+async def test_cancelled_acquire_gives_its_reservation_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=2, clock=clock)
+    await limiter.acquire(2)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire, 2)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.available == -2
+            tg.cancel_scope.cancel()
+    assert limiter.available == 0
+    clock.advance(1)
+    await limiter.acquire()  # the refill is not owed to the cancelled waiter
+    assert limiter.available == 0
+
+
+async def test_give_back_never_overfills_the_bucket() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=1, clock=clock)
+    await limiter.acquire()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire)
+            await anyio.wait_all_tasks_blocked()
+            clock._now += 10  # time passes without waking the waiter
+            tg.cancel_scope.cancel()
+    assert limiter.available == 1
+
+
+async def test_uses_the_event_loop_clock_by_default() -> None:
+    limiter = RateLimiter(1000, 1, burst=1)
+    started = anyio.current_time()
+    await limiter.acquire()
+    await limiter.acquire()  # waits about a millisecond on the loop's clock
+    assert anyio.current_time() - started >= 0.001 - 1e-6
+
+
+async def test_work_queue_takes_a_token_per_item() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, 1, burst=1, clock=clock)
+    starts: list[float] = []
+
+    async def work(item: int) -> None:
+        starts.append(clock.current_time())
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=4, rate_limiter=limiter)
+    assert queue.rate_limiter is limiter
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            await queue.batch_process(range(7), work, num_workers=4)
+            tg.cancel_scope.cancel()
+    assert starts == [0, 0.5, 1, 1.5, 2, 2.5, 3]
+
+
+async def test_one_limiter_shared_by_two_queues() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, 1, burst=2, clock=clock)
+    starts: list[float] = []
+
+    async def work(item: int) -> None:
+        starts.append(clock.current_time())
+
+    first: WorkQueue[int] = WorkQueue(rate_limiter=limiter)
+    second: WorkQueue[int] = WorkQueue(rate_limiter=limiter)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as batches:
+                batches.start_soon(first.batch_process, range(10), work, 3)
+                batches.start_soon(second.batch_process, range(10), work, 3)
+            tg.cancel_scope.cancel()
+    assert len(starts) == 20
+    for window in (0, 0.25, 1, 2):
+        assert max_in_window(starts, window) <= 2 + 4 * window + 1e-9
+
+
+def test_rate_limiter_argument_is_checked() -> None:
+    with pytest.raises(TypeError, match="rate_limiter must be a RateLimiter or None"):
+        WorkQueue(rate_limiter=5)  # type: ignore[arg-type]
