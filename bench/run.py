@@ -1,0 +1,329 @@
+"""Throughput of sluicegate's queues against hand-written AnyIO and aiometer.
+
+Every case pushes ``--items`` integers through 16 workers and a buffer of 64; the
+work per item is one ``await anyio.lowlevel.checkpoint()``, so what is measured is
+the cost of the queue itself. Rounds are interleaved (each round runs every case on
+every backend once), so drift on the machine affects all cases alike; the median of
+the rounds is reported.
+
+    uv run python bench/run.py             # 200,000 items, 5 rounds; writes results.md
+    uv run python bench/run.py --quick     # a smoke run; writes nothing by default
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+
+import aiometer
+from _common import (
+    Backend,
+    all_backends,
+    format_table,
+    machine_description,
+    median,
+    progress,
+    verdict,
+)
+from anyio import create_memory_object_stream, create_task_group
+from anyio.abc import ObjectReceiveStream
+from anyio.lowlevel import checkpoint
+
+from sluicegate import (
+    BoundedQueue,
+    Event,
+    Executor,
+    QueueConfig,
+    RateLimiter,
+    WorkQueue,
+)
+
+WORKERS = 16
+BUFFER = 64
+DEFAULT_ITEMS = 200_000
+DEFAULT_ROUNDS = 5
+QUICK_ITEMS = 20_000
+QUICK_ROUNDS = 2
+RESULTS = Path(__file__).with_name("results.md")
+
+#: A case runs ``n`` items and returns the seconds its timed part took.
+CaseFunc = Callable[[int], Awaitable[float]]
+
+
+async def work(item: int) -> None:
+    await checkpoint()
+
+
+def expect(case: str, done: int, n: int) -> None:
+    if done != n:
+        raise RuntimeError(f"{case}: processed {done} items, expected {n}")
+
+
+# -- sluicegate ------------------------------------------------------------------
+
+
+async def bounded_queue(n: int, concurrency_limit: int | None = None) -> float:
+    start = perf_counter()
+    async with BoundedQueue[int](
+        maxsize=BUFFER, concurrency_limit=concurrency_limit
+    ) as queue:
+        await queue.start_workers(work, WORKERS)
+        for i in range(n):
+            await queue.put(i, timeout=None)
+    elapsed = perf_counter() - start
+    expect("BoundedQueue", queue.metrics["processed"], n)
+    return elapsed
+
+
+async def bounded_queue_limited(n: int) -> float:
+    return await bounded_queue(n, concurrency_limit=WORKERS)
+
+
+async def work_queue_batch(n: int) -> float:
+    queue = WorkQueue[int](maxsize=BUFFER)
+    start = perf_counter()
+    await queue.batch_process(range(n), work, num_workers=WORKERS)
+    elapsed = perf_counter() - start
+    expect("WorkQueue", queue.metrics["processed"], n)
+    return elapsed
+
+
+class Tick(Event):
+    """An event whose work is one checkpoint."""
+
+    async def invoke(self) -> None:
+        await checkpoint()
+
+
+async def executor_batch(n: int) -> float:
+    events = [Tick() for _ in range(n)]  # not timed
+    config = QueueConfig(
+        queue_capacity=BUFFER, concurrency_limit=WORKERS, capacity_refresh_time=1e-9
+    )
+    executor = Executor(Tick, config, rate_limiter=RateLimiter(1e12))
+    start = perf_counter()
+    await executor.batch_process(events)
+    elapsed = perf_counter() - start
+    expect("Executor", executor.metrics["completed"], n)
+    return elapsed
+
+
+# -- baselines -------------------------------------------------------------------
+
+
+async def memory_stream(n: int) -> float:
+    async def worker(receive: ObjectReceiveStream[int]) -> None:
+        async with receive:
+            async for _ in receive:
+                await checkpoint()
+
+    start = perf_counter()
+    send, receive = create_memory_object_stream[int](BUFFER)
+    async with create_task_group() as tg:
+        async with receive:
+            for _ in range(WORKERS):
+                tg.start_soon(worker, receive.clone())
+        async with send:
+            for i in range(n):
+                await send.send(i)
+    return perf_counter() - start
+
+
+async def aiometer_run_on_each(n: int) -> float:
+    start = perf_counter()
+    await aiometer.run_on_each(work, range(n), max_at_once=WORKERS)
+    return perf_counter() - start
+
+
+async def asyncio_queue(n: int) -> float:
+    queue: asyncio.Queue[int] = asyncio.Queue(BUFFER)
+
+    async def worker() -> None:
+        while True:
+            await queue.get()
+            await checkpoint()
+            queue.task_done()
+
+    start = perf_counter()
+    tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    for i in range(n):
+        await queue.put(i)
+    await queue.join()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return perf_counter() - start
+
+
+async def bare_loop(n: int) -> float:
+    start = perf_counter()
+    for _ in range(n):
+        await checkpoint()
+    return perf_counter() - start
+
+
+# -- the cases, the targets --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    func: CaseFunc
+    asyncio_only: bool = False
+
+    def runs_on(self, backend: Backend) -> bool:
+        return backend.is_asyncio or not self.asyncio_only
+
+
+CASES = [
+    Case("bq", "sluicegate BoundedQueue", bounded_queue),
+    Case(
+        "bq_limit",
+        "sluicegate BoundedQueue, concurrency_limit=16",
+        bounded_queue_limited,
+    ),
+    Case("wq", "sluicegate WorkQueue.batch_process", work_queue_batch),
+    Case("executor", "sluicegate Executor.batch_process", executor_batch),
+    Case("stream", "AnyIO memory object stream (hand-written)", memory_stream),
+    Case("aiometer", "aiometer.run_on_each", aiometer_run_on_each),
+    Case("asyncio_queue", "asyncio.Queue + 16 tasks", asyncio_queue, asyncio_only=True),
+    Case("floor", "bare loop of checkpoints (floor)", bare_loop),
+]
+SLUICEGATE = ["bq", "bq_limit", "wq", "executor"]
+LABELS = {case.key: case.label for case in CASES}
+
+
+@dataclass(frozen=True)
+class Target:
+    case: str
+    against: str
+    at_least: float
+
+    @property
+    def label(self) -> str:
+        return f"{LABELS[self.case]} >= {self.at_least:g}x {LABELS[self.against]}"
+
+
+TARGETS = [
+    Target("bq", "stream", 3.0),
+    Target("bq", "aiometer", 4.0),
+    Target("bq_limit", "stream", 2.5),
+    Target("wq", "stream", 2.5),
+    Target("executor", "bq", 0.5),
+]
+TARGET_BACKENDS = ["asyncio", "trio"]
+
+#: items/s by (case key, backend name)
+Rates = dict[tuple[str, str], float]
+
+
+def measure(backends: list[Backend], items: int, rounds: int) -> Rates:
+    """Run every case on every backend ``rounds`` times, round-robin; median rates."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for round_number in range(1, rounds + 1):
+        for backend in backends:
+            for case in CASES:
+                if not case.runs_on(backend):
+                    continue
+                elapsed = backend.run(case.func, items)
+                seconds.setdefault((case.key, backend.name), []).append(elapsed)
+                progress(
+                    f"round {round_number}/{rounds} {backend.name:15} "
+                    f"{case.key:14} {items / elapsed:12,.0f} items/s"
+                )
+    return {key: items / median(values) for key, values in seconds.items()}
+
+
+def ratio(rates: Rates, case: str, against: str, backend: str) -> float | None:
+    if (case, backend) not in rates or (against, backend) not in rates:
+        return None
+    return rates[case, backend] / rates[against, backend]
+
+
+def rate_table(rates: Rates, backends: list[Backend]) -> str:
+    rows = [
+        [case.label, *(rates.get((case.key, b.name), "n/a") for b in backends)]
+        for case in CASES
+    ]
+    return format_table(["items/s", *(b.name for b in backends)], rows)
+
+
+def ratio_table(rates: Rates, backends: list[Backend]) -> str:
+    rows = []
+    for case in SLUICEGATE:
+        for against in ["stream", "aiometer"]:
+            ratios = [ratio(rates, case, against, b.name) for b in backends]
+            rows.append(
+                [
+                    f"{LABELS[case]} / {against}",
+                    *(f"{r:.2f}x" if r is not None else "n/a" for r in ratios),
+                ]
+            )
+    return format_table(["ratio", *(b.name for b in backends)], rows)
+
+
+def target_table(rates: Rates) -> tuple[str, bool]:
+    rows = []
+    all_pass = True
+    for target in TARGETS:
+        for backend in TARGET_BACKENDS:
+            value = ratio(rates, target.case, target.against, backend)
+            if value is None:
+                continue
+            ok = value >= target.at_least
+            all_pass = all_pass and ok
+            rows.append([target.label, backend, f"{value:.2f}x", verdict(ok)])
+    return format_table(["target", "backend", "measured", "result"], rows), all_pass
+
+
+def report(rates: Rates, backends: list[Backend], items: int, rounds: int) -> str:
+    targets, all_pass = target_table(rates)
+    machine = format_table(["machine", ""], machine_description())
+    return "\n\n".join(
+        [
+            "# sluicegate throughput benchmark",
+            f"`uv run python bench/run.py --items {items} --rounds {rounds}`: "
+            f"{items:,} items, {WORKERS} workers, a buffer of {BUFFER}, work per "
+            f"item one `checkpoint()`; median of {rounds} interleaved rounds.",
+            "## Throughput\n\n" + rate_table(rates, backends),
+            "## sluicegate against the baselines\n\n" + ratio_table(rates, backends),
+            "## Targets\n\n" + targets + f"\n\nOverall: {verdict(all_pass)}",
+            "## Machine\n\n" + machine,
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few items, few rounds")
+    parser.add_argument("--items", type=int, help=f"items per run ({DEFAULT_ITEMS:,})")
+    parser.add_argument("--rounds", type=int, help=f"rounds ({DEFAULT_ROUNDS})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"markdown report (default {RESULTS.name}; none for --quick)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    items = args.items or (QUICK_ITEMS if args.quick else DEFAULT_ITEMS)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    output = args.output or (None if args.quick else RESULTS)
+    backends = all_backends()
+    rates = measure(backends, items, rounds)
+    text = report(rates, backends, items, rounds)
+    print(text)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+        progress(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

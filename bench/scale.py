@@ -1,0 +1,199 @@
+"""Many workers: per-item cost with 1,000 and 10,000 workers, and idle cost.
+
+Every rate is timed after the workers have started and parked (``await
+anyio.wait_all_tasks_blocked()``), from the first put until the last item's work
+has run; the work per item is one ``checkpoint()``. Rounds are interleaved and the
+median is reported.
+
+- sluicegate BoundedQueue with 10,000 workers against 1,000 workers (target >= 0.8);
+- sluicegate with 1,000 workers against a hand-written AnyIO memory object stream
+  with 1,000 workers (target >= 1.0);
+- 1,000 idle sluicegate workers for 2 s: CPU time (``time.process_time``) while the
+  main task sleeps (target < 0.05 s).
+
+    uv run python bench/scale.py            # 200,000 items, 3 rounds, asyncio and trio
+    uv run python bench/scale.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+import anyio
+from _common import Backend, backend_named, format_table, median, progress, verdict
+from anyio.abc import ObjectReceiveStream
+from anyio.lowlevel import checkpoint
+
+from sluicegate import BoundedQueue
+
+BUFFER = 64
+FEW, MANY = 1_000, 10_000
+DEFAULT_ITEMS = 200_000
+DEFAULT_ROUNDS = 3
+QUICK_ITEMS = 20_000
+QUICK_ROUNDS = 1
+IDLE_SECONDS = 2.0
+IDLE_CPU_LIMIT = 0.05
+
+
+class Counter:
+    """The work: one checkpoint per item; ``done`` is set after the n-th item."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.done = anyio.Event()
+
+    async def work(self, item: int) -> None:
+        await checkpoint()
+        self.count += 1
+        if self.count == self.n:
+            self.done.set()
+
+
+async def sluicegate_rate(workers: int, n: int) -> float:
+    """Seconds for n items through a BoundedQueue whose workers are parked."""
+    counter = Counter(n)
+    async with BoundedQueue[int](maxsize=BUFFER) as queue:
+        await queue.start_workers(counter.work, workers)
+        await anyio.wait_all_tasks_blocked()
+        start = perf_counter()
+        for i in range(n):
+            await queue.put(i, timeout=None)
+        await counter.done.wait()
+        return perf_counter() - start
+
+
+async def stream_rate(workers: int, n: int) -> float:
+    """Seconds for n items through a memory object stream with parked workers."""
+    counter = Counter(n)
+
+    async def worker(receive: ObjectReceiveStream[int]) -> None:
+        async with receive:
+            async for item in receive:
+                await counter.work(item)
+
+    send, receive = anyio.create_memory_object_stream[int](BUFFER)
+    async with anyio.create_task_group() as tg:
+        async with receive:
+            for _ in range(workers):
+                tg.start_soon(worker, receive.clone())
+        async with send:
+            await anyio.wait_all_tasks_blocked()
+            start = perf_counter()
+            for i in range(n):
+                await send.send(i)
+            await counter.done.wait()
+            elapsed = perf_counter() - start
+    return elapsed
+
+
+async def idle_cpu(workers: int, seconds: float) -> float:
+    """CPU seconds the process uses while ``workers`` parked workers wait."""
+    async with BoundedQueue[int](maxsize=BUFFER) as queue:
+        await queue.start_workers(Counter(1).work, workers)
+        await anyio.wait_all_tasks_blocked()
+        start = time.process_time()
+        await anyio.sleep(seconds)
+        return time.process_time() - start
+
+
+RateFunc = Callable[[int, int], Awaitable[float]]
+RATE_CASES: list[tuple[str, RateFunc, int]] = [
+    (f"sluicegate, {FEW:,} workers", sluicegate_rate, FEW),
+    (f"sluicegate, {MANY:,} workers", sluicegate_rate, MANY),
+    (f"memory object stream, {FEW:,} workers", stream_rate, FEW),
+]
+
+
+def measure_rates(backends: list[Backend], n: int, rounds: int) -> dict[str, float]:
+    """items/s by "case|backend", median of interleaved rounds."""
+    seconds: dict[str, list[float]] = {}
+    for round_number in range(1, rounds + 1):
+        for backend in backends:
+            for label, func, workers in RATE_CASES:
+                elapsed = backend.run(func, workers, n)
+                seconds.setdefault(f"{label}|{backend.name}", []).append(elapsed)
+                progress(
+                    f"round {round_number}/{rounds} {backend.name:8} {label:36} "
+                    f"{n / elapsed:12,.0f} items/s"
+                )
+    return {key: n / median(values) for key, values in seconds.items()}
+
+
+def target_rows(
+    rates: dict[str, float], idle_seconds: float, name: str
+) -> list[list[str]]:
+    """The three targets on one backend: label, backend, measured, verdict."""
+    few, many, stream = (label for label, _, _ in RATE_CASES)
+    scaling = rates[f"{many}|{name}"] / rates[f"{few}|{name}"]
+    against = rates[f"{few}|{name}"] / rates[f"{stream}|{name}"]
+    return [
+        [
+            f"{MANY:,} / {FEW:,} workers >= 0.8",
+            name,
+            f"{scaling:.2f}x",
+            verdict(scaling >= 0.8),
+        ],
+        [
+            f"sluicegate / stream, {FEW:,} workers >= 1.0",
+            name,
+            f"{against:.2f}x",
+            verdict(against >= 1.0),
+        ],
+        [
+            f"{FEW:,} idle workers, {IDLE_SECONDS:g} s: CPU < {IDLE_CPU_LIMIT} s",
+            name,
+            f"{idle_seconds:.4f} s",
+            verdict(idle_seconds < IDLE_CPU_LIMIT),
+        ],
+    ]
+
+
+def report(
+    rates: dict[str, float], idle: dict[str, float], backends: list[Backend], n: int
+) -> str:
+    names = [b.name for b in backends]
+    rate_rows = [
+        [label, *(rates[f"{label}|{name}"] for name in names)]
+        for label, _, _ in RATE_CASES
+    ]
+    targets = [row for name in names for row in target_rows(rates, idle[name], name)]
+    return "\n\n".join(
+        [
+            f"{n:,} items after the workers parked; work per item one checkpoint()",
+            format_table(["items/s", *names], rate_rows),
+            format_table(["target", "backend", "measured", "result"], targets),
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few items, one round")
+    parser.add_argument("--items", type=int, help=f"items per run ({DEFAULT_ITEMS:,})")
+    parser.add_argument("--rounds", type=int, help=f"rounds ({DEFAULT_ROUNDS})")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        help="asyncio, asyncio+uvloop or trio; repeat for several "
+        "(default asyncio and trio)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    n = args.items or (QUICK_ITEMS if args.quick else DEFAULT_ITEMS)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    backends = [backend_named(name) for name in args.backend or ["asyncio", "trio"]]
+    rates = measure_rates(backends, n, rounds)
+    idle = {b.name: b.run(idle_cpu, FEW, IDLE_SECONDS) for b in backends}
+    print(report(rates, idle, backends, n))
+
+
+if __name__ == "__main__":
+    main()
