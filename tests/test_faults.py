@@ -118,7 +118,7 @@ async def test_base_exception_group_from_a_worker_propagates() -> None:
             for i in range(10):
                 await queue.put(i)
             await anyio.sleep_forever()
-    assert info.group_contains(Abort)  # type: ignore[attr-defined]
+    assert info.group_contains(Abort)
     assert 3 in queue.unprocessed
     assert_settled(queue, accepted=10)
 

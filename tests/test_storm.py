@@ -109,7 +109,7 @@ async def test_storm_with_consumers_cancelled_at_random() -> None:
     with anyio.fail_after(30):
         await queue.start()
         async with anyio.create_task_group() as tg:
-            for c in range(5):
+            for _ in range(5):
                 tg.start_soon(consumer)
             async with anyio.create_task_group() as producers:
                 for p in range(4):
