@@ -250,6 +250,10 @@ class Executor(Generic[E]):
         """
         if self._lifespan_cm is not None:
             return
+        if task_group is not None and not isinstance(task_group, TaskGroup):
+            raise TypeError(
+                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
+            )
         if task_group is None:
             raise QueueStateError(
                 "an Executor runs its events in workers that need a task group: use "

@@ -76,6 +76,14 @@ class RateLimiter:
         if self._burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         self._per_second = self._rate / self._period
+        if clock is not None and not (
+            callable(getattr(clock, "current_time", None))
+            and callable(getattr(clock, "sleep_until", None))
+        ):
+            raise TypeError(
+                "clock must have current_time() and async sleep_until(deadline) "
+                f"methods, got {clock!r}"
+            )
         self._clock: Clock = _AnyIOClock() if clock is None else clock
         self._tokens = self._burst
         self._updated: float | None = None
