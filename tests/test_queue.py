@@ -7,6 +7,9 @@ import logging
 import math
 import random
 import sys
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 from collections import Counter
 from types import FrameType
 from typing import Any, cast
@@ -1014,3 +1017,104 @@ async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
             sys.setprofile(None)
         assert resumed == 0
         assert queue.worker_count == 50
+
+
+# -- regressions found in review ---------------------------------------------------
+
+
+async def test_worker_stopping_its_queue_while_another_waits_on_the_limiter() -> None:
+    """The waiting worker holds nothing and must not keep stop() waiting."""
+    go = anyio.Event()
+
+    async def work(item: int) -> None:
+        if item == 0:
+            await go.wait()
+            await queue.stop()
+
+    queue: BoundedQueue[int] = BoundedQueue(concurrency_limit=1, timeout=None)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 2)
+            for i in range(3):
+                await queue.put(i)
+            await anyio.wait_all_tasks_blocked()  # one holds the token, one waits
+            go.set()
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.metrics["processed"] == 1
+    assert queue.unprocessed == [1, 2]
+
+
+async def test_parked_get_is_woken_when_a_limited_worker_cannot_take() -> None:
+    """A worker woken for an item but blocked on the limiter passes the wake on."""
+    release = anyio.Event()
+    got: list[str] = []
+
+    async def work(item: str) -> None:
+        await release.wait()
+
+    queue: BoundedQueue[str] = BoundedQueue(concurrency_limit=1, timeout=None)
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+
+            async def consumer() -> None:
+                got.append(await queue.get())
+                queue.task_done()
+
+            tg.start_soon(consumer)
+            await anyio.wait_all_tasks_blocked()  # idle: [get]
+            await queue.start_workers(work, 2)
+            await anyio.wait_all_tasks_blocked()  # idle: [get, worker, worker]
+            await queue.put("a")  # a worker takes it and holds the only token
+            await anyio.wait_all_tasks_blocked()
+            await queue.put("b")  # wakes the other worker, which cannot take it
+            await anyio.wait_all_tasks_blocked()
+            assert (queue.size, got) == (0, ["b"])
+            release.set()
+    assert queue.metrics["processed"] == 2
+
+
+async def test_exception_chain_survives_the_async_with() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    with pytest.raises(ValueError, match="outer") as info:
+        async with queue:
+            try:
+                raise KeyError("inner")
+            except KeyError as exc:
+                raise ValueError("outer") from exc
+    assert isinstance(info.value.__cause__, KeyError)
+    assert not isinstance(info.value.__context__, BaseExceptionGroup)
+
+
+async def test_own_single_exception_group_comes_out_as_raised() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    with pytest.raises(ExceptionGroup) as info:
+        async with queue:
+            raise ExceptionGroup("mine", [ValueError()])
+    assert info.value.message == "mine"
+
+
+async def test_async_with_exit_does_not_wait_for_items_no_worker_will_take() -> None:
+    async def work(item: int) -> None:
+        if item == 0:
+            await queue.stop_workers()
+
+    queue: BoundedQueue[int] = BoundedQueue(timeout=None)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 1)
+            for i in range(4):
+                await queue.put(i)
+    assert queue.metrics["processed"] == 1
+    assert queue.unprocessed == [1, 2, 3]
+
+
+async def test_start_workers_in_a_closed_task_group_leaves_no_phantom() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    async with anyio.create_task_group() as closed:
+        pass
+    await queue.start()
+    with pytest.raises(RuntimeError):
+        await queue.start_workers(noop, 2, task_group=closed)
+    assert queue.worker_count == 0
+    with anyio.fail_after(GUARD):
+        await queue.stop()

@@ -72,12 +72,13 @@ class _Default(enum.Enum):
 class _Worker:
     """One worker task's handle: how to ask it to end, and how to see it has."""
 
-    __slots__ = ("done", "scope", "stopping", "task_id")
+    __slots__ = ("busy", "done", "scope", "stopping", "task_id")
 
     def __init__(self) -> None:
         self.scope = CancelScope()
         self.done = Event()
         self.stopping = False
+        self.busy = False  # holds an item (from taking it until it is handled)
         self.task_id: int | None = None
 
 
@@ -301,14 +302,14 @@ class BoundedQueue(Generic[T]):
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
         """Own a task group for the workers, and stop the queue on the way out."""
+        unwrapped: BaseException | None = None
         try:
             async with create_task_group() as tg:
                 await self.start()
                 self._task_group = tg
                 try:
                     yield
-                    if self._workers:
-                        await self.join()
+                    await self._join_while_workers()
                     await self.stop()
                 except BaseException:
                     self._abort()
@@ -316,13 +317,30 @@ class BoundedQueue(Generic[T]):
                         await self._wait_workers(list(self._workers))
                     raise
         except BaseExceptionGroup as group:
-            # The task group wraps the block's own exception; let it out as raised.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            if len(group.exceptions) != 1:
+                raise
+            # The task group wrapped the one exception that ended the block.
+            unwrapped = group.exceptions[0]
         finally:
             self._task_group = None
             self._finalize()
+        if unwrapped is not None:
+            # Raised here, outside the handler, so its own cause and context stay.
+            try:
+                raise unwrapped
+            finally:
+                del unwrapped
+
+    async def _join_while_workers(self) -> None:
+        """Wait until every item is processed, or no worker is left to do it."""
+        while (
+            self._workers
+            and self._unfinished()
+            and self._status is not QueueStatus.STOPPED
+        ):
+            if self._join_event is None:
+                self._join_event = Event()
+            await self._join_event.wait()
 
     # -- producers --------------------------------------------------------------
 
@@ -540,16 +558,23 @@ class BoundedQueue(Generic[T]):
         """Start workers in ``group`` (arguments already checked); return them."""
         workers = [_Worker() for _ in range(num_workers)]
         for worker in workers:
+            # Registered first: an eager task factory may run it inside start_soon.
             self._workers.add(worker)
-            group.start_soon(self._run_worker, worker, worker_func, error_handler)
+            try:
+                group.start_soon(self._run_worker, worker, worker_func, error_handler)
+            except BaseException:
+                self._workers.discard(worker)
+                raise
         return workers
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
 
-        Each worker finishes the item it holds; after ``timeout`` seconds (None:
-        no limit) items still being handled are cancelled and listed in
-        `unprocessed`. Returns when `worker_count` is 0.
+        Idle workers end at once; each busy one finishes the item it holds, and
+        after ``timeout`` seconds (None: no limit) items still being handled are
+        cancelled and listed in `unprocessed`. Returns when `worker_count` is 0,
+        or, called from a worker function, when every other worker has ended (the
+        calling worker ends once its item is done).
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
         workers = list(self._workers)
@@ -572,8 +597,13 @@ class BoundedQueue(Generic[T]):
         finally:
             self._workers.discard(worker)
             worker.done.set()
-            if self._status is QueueStatus.STOPPING and not self._workers:
-                self._finalize()
+            if not self._workers:
+                if self._status is QueueStatus.STOPPING:
+                    self._finalize()
+                elif self._join_event is not None:
+                    # Wake the `async with` exit: no worker is left to wait for.
+                    self._join_event.set()
+                    self._join_event = None
 
     async def _work(
         self,
@@ -586,6 +616,9 @@ class BoundedQueue(Generic[T]):
             try:
                 limiter.acquire_nowait()
             except WouldBlock:
+                # Woken for an item this worker cannot take yet: let another idle
+                # consumer (a get(), perhaps) have the wake-up.
+                self._wake_consumer()
                 await limiter.acquire()
             # Hold the token while there is work, and give it back to go idle,
             # or as soon as the limit has been lowered below what is borrowed.
@@ -596,7 +629,9 @@ class BoundedQueue(Generic[T]):
                         item = self._take_nowait()
                     except WouldBlock:
                         break
+                    worker.busy = True
                     await self._handle(item, func, on_error)
+                    worker.busy = False
                     if limiter.borrowed_tokens > limiter.total_tokens:
                         break
                     handled += 1
@@ -642,6 +677,11 @@ class BoundedQueue(Generic[T]):
         # itself: it ends when its item is done.
         me = get_current_task().id
         workers = [worker for worker in workers if worker.task_id != me]
+        # A worker that holds no item has nothing to finish: end it now, wherever
+        # it waits (parked, or on the concurrency limiter).
+        for worker in workers:
+            if not worker.busy:
+                worker.scope.cancel()
         with move_on_after(timeout):
             await self._wait_workers(workers)
         self._cancel_workers(workers)
