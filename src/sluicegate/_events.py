@@ -52,8 +52,17 @@ class Event(ABC):
     """
 
     def __init__(self) -> None:
-        self.id: uuid.UUID = uuid.uuid4()
+        self._id: uuid.UUID | None = None
         self.execution: Execution = Execution()
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique id (a random UUID), made when first read."""
+        # Made lazily: uuid4() reads the OS's random source, which costs more than
+        # the rest of an event's bookkeeping, and many callers never look.
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
 
     @abstractmethod
     async def invoke(self) -> object:

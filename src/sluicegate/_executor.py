@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from anyio import current_time
 from anyio.abc import TaskGroup
+from anyio.lowlevel import current_token
 
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
@@ -24,6 +24,10 @@ __all__ = ["Executor"]
 E = TypeVar("E", bound=Event)
 
 _UNFINISHED = (ExecutionStatus.PENDING, ExecutionStatus.PROCESSING)
+
+
+def _unbound_clock() -> float:
+    raise RuntimeError("the executor's clock is bound when it starts")
 
 
 class Executor(Generic[E]):
@@ -83,6 +87,10 @@ class Executor(Generic[E]):
             queue_config.capacity_refresh_time,
             clock=clock,
         )
+        self._clock = clock
+        # The clock events are timed with; bound to the running loop at start.
+        self._now: Callable[[], float] = _unbound_clock
+        self._limiter_shares_clock = False
         self._queue: WorkQueue[E] = WorkQueue.from_config(queue_config, logger=logger)
         self._num_workers = queue_config.concurrency_limit or 1
         self._pending: deque[E] = deque()
@@ -172,7 +180,7 @@ class Executor(Generic[E]):
         Raises:
             QueueStateError: the executor is not running.
         """
-        put = self._queue.put
+        put = self._queue.queue.put
         while self._pending:
             event = self._pending.popleft()
             try:
@@ -219,7 +227,7 @@ class Executor(Generic[E]):
                 await self._feed_and_join(events)
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
-        put = self._queue.put
+        put = self._queue.queue.put
         if isinstance(events, AsyncIterable):
             async for event in events:
                 self._check_event(event)
@@ -260,6 +268,7 @@ class Executor(Generic[E]):
                 "`async with executor:`, or `await executor.start(task_group=tg)` "
                 "inside `async with anyio.create_task_group() as tg:`"
             )
+        self._bind_clock()
         await self._queue.start()
         await self._queue.process(
             self._run, self._num_workers, self._on_error, task_group=task_group
@@ -298,6 +307,7 @@ class Executor(Generic[E]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
+        self._bind_clock()
         try:
             async with self._queue:
                 await self._queue.process(self._run, self._num_workers, self._on_error)
@@ -309,18 +319,29 @@ class Executor(Generic[E]):
     # -- running one event -----------------------------------------------------------
 
     async def _run(self, event: E) -> None:
-        """The worker function: wait for the rates, invoke, record the outcome."""
+        """The worker function: wait for the rates, invoke, record the outcome.
+
+        The clock is read twice per event (a rate check needs the time anyway,
+        and it is when the event starts), without yielding unless a rate binds.
+        """
         execution = event.execution
+        now = self._now
         try:
-            await self._start_rate.acquire()
-            if self._rate_limiter is not None:
-                await self._rate_limiter.acquire()
+            started = now()
+            if not self._start_rate._take(started, 1):
+                await self._start_rate.acquire()
+                started = now()
+            limiter = self._rate_limiter
+            if limiter is not None and not (
+                self._limiter_shares_clock and limiter._take(started, 1)
+            ):
+                await limiter.acquire()
+                started = now()
             execution.status = ExecutionStatus.PROCESSING
-            started = current_time()
             try:
                 execution.response = await event.invoke()
             finally:
-                execution.duration = current_time() - started
+                execution.duration = now() - started
         except Exception as exc:
             execution.status = ExecutionStatus.FAILED
             execution.error = exc
@@ -331,6 +352,19 @@ class Executor(Generic[E]):
             raise
         execution.status = ExecutionStatus.COMPLETED
         self._completed.append(event)
+
+    def _bind_clock(self) -> None:
+        # One lookup per run instead of one per reading: anyio.current_time()
+        # finds the backend anew on every call.
+        if self._clock is not None:
+            self._now = self._clock.current_time
+        else:
+            self._now = current_token().backend_class.current_time
+        # A rate limiter on the same clock can use the reading the start rate took.
+        limiter = self._rate_limiter
+        self._limiter_shares_clock = limiter is not None and limiter._uses_clock(
+            self._clock
+        )
 
     async def _on_error(self, exc: Exception, event: E) -> None:
         # The failure is recorded on the event; the log gets it at DEBUG only.

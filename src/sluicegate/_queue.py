@@ -378,21 +378,28 @@ class BoundedQueue(Generic[T]):
         return True
 
     async def _put_waiting(self, item: T, timeout: float | None) -> bool:
+        if timeout is None:
+            await self._put_when_room(item)
+            return True
         if timeout != 0:
             with move_on_after(timeout):
-                while True:
-                    await self._park_producer()
-                    self._check_running("put")
-                    try:
-                        self._send.send_nowait(item)
-                    except WouldBlock:
-                        continue  # another producer took the slot first
-                    self._accepted()
-                    return True
+                await self._put_when_room(item)
+                return True
         else:
             await checkpoint()  # a caller retrying at once must not starve workers
         self._backpressure_events += 1
         return False
+
+    async def _put_when_room(self, item: T) -> None:
+        while True:
+            await self._park_producer()
+            self._check_running("put")
+            try:
+                self._send.send_nowait(item)
+            except WouldBlock:
+                continue  # another producer took the slot first
+            self._accepted()
+            return
 
     async def _park_producer(self) -> None:
         event = Event()
@@ -590,73 +597,76 @@ class BoundedQueue(Generic[T]):
         func: WorkerFunc[T],
         on_error: ErrorHandler[T] | None,
     ) -> None:
+        """One worker: take items and handle them until asked to stop.
+
+        The loop is written out in one coroutine on purpose: every await nested
+        in the worker costs a frame on each resume, and this is the hot path.
+        """
         worker.task_id = get_current_task().id
+        limiter = self._limiter
         try:
             with worker.scope:
-                await self._work(worker, func, on_error)
-        finally:
-            self._workers.discard(worker)
-            worker.done.set()
-            if not self._workers:
-                if self._status is QueueStatus.STOPPING:
-                    self._finalize()
-                elif self._join_event is not None:
-                    # Wake the `async with` exit: no worker is left to wait for.
-                    self._join_event.set()
-                    self._join_event = None
-
-    async def _work(
-        self,
-        worker: _Worker,
-        func: WorkerFunc[T],
-        on_error: ErrorHandler[T] | None,
-    ) -> None:
-        limiter = self._limiter
-        while not worker.stopping:
-            try:
-                limiter.acquire_nowait()
-            except WouldBlock:
-                # Woken for an item this worker cannot take yet: let another idle
-                # consumer (a get(), perhaps) have the wake-up.
-                self._wake_consumer()
-                await limiter.acquire()
-            # Hold the token while there is work, and give it back to go idle,
-            # or as soon as the limit has been lowered below what is borrowed.
-            try:
-                handled = 0
                 while not worker.stopping:
                     try:
-                        item = self._take_nowait()
+                        limiter.acquire_nowait()
                     except WouldBlock:
-                        break
-                    worker.busy = True
-                    await self._handle(item, func, on_error)
-                    worker.busy = False
-                    if limiter.borrowed_tokens > limiter.total_tokens:
-                        break
-                    handled += 1
-                    if handled == _YIELD_EVERY:
+                        # Woken for an item this worker cannot take yet: let another
+                        # idle consumer (a get(), perhaps) have the wake-up.
+                        self._wake_consumer()
+                        await limiter.acquire()
+                    # Hold the token while there is work; give it back to go idle,
+                    # or as soon as the limit has been lowered below what is lent.
+                    try:
                         handled = 0
-                        await checkpoint()
-            finally:
-                limiter.release()
-            if not worker.stopping and not self._size:
-                await self._park_consumer()
+                        while not worker.stopping:
+                            try:
+                                item = self._take_nowait()
+                            except WouldBlock:
+                                break
+                            worker.busy = True
+                            try:
+                                await func(item)
+                            except Exception as exc:
+                                self._errors += 1
+                                self._finished()
+                                await self._report(exc, item, on_error)
+                            except BaseException:
+                                self._abandoned(item)
+                                raise
+                            else:
+                                self._finished()
+                            worker.busy = False
+                            if self._limit_lowered():
+                                break
+                            handled += 1
+                            if handled == _YIELD_EVERY:
+                                handled = 0
+                                await checkpoint()
+                    finally:
+                        limiter.release()
+                    if not worker.stopping and not self._size:
+                        await self._park_consumer()
+        finally:
+            self._worker_left(worker)
 
-    async def _handle(
-        self, item: T, func: WorkerFunc[T], on_error: ErrorHandler[T] | None
-    ) -> None:
-        try:
-            await func(item)
-        except Exception as exc:
-            self._errors += 1
-            self._finished()
-            await self._report(exc, item, on_error)
-        except BaseException:
-            self._abandoned(item)
-            raise
-        else:
-            self._finished()
+    def _worker_left(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        worker.done.set()
+        if not self._workers:
+            if self._status is QueueStatus.STOPPING:
+                self._finalize()
+            elif self._join_event is not None:
+                # Wake the `async with` exit: no worker is left to wait for.
+                self._join_event.set()
+                self._join_event = None
+
+    def _limit_lowered(self) -> bool:
+        """True when more tokens are lent than the concurrency limit allows."""
+        limiter = self._limiter
+        return (
+            self._concurrency_limit is not None
+            and limiter.borrowed_tokens > limiter.total_tokens
+        )
 
     async def _report(
         self, exc: Exception, item: T, on_error: ErrorHandler[T] | None

@@ -6,6 +6,7 @@ import math
 from typing import Protocol
 
 import anyio
+from anyio import WouldBlock
 
 __all__ = ["Clock", "RateLimiter"]
 
@@ -108,6 +109,33 @@ class RateLimiter:
         """Tokens in the bucket now; negative while waiters hold reservations."""
         self._refill(self._clock.current_time())
         return self._tokens
+
+    def acquire_nowait(self, tokens: float = 1) -> None:
+        """Take ``tokens`` if the bucket has them now, without yielding.
+
+        Raises:
+            anyio.WouldBlock: the bucket has too few tokens (or waiters hold
+                reservations); nothing was taken or reserved.
+            TypeError, ValueError: as for `acquire`.
+        """
+        if type(tokens) is not int or tokens != 1:
+            self._check_tokens(tokens)
+        if not self._take(self._clock.current_time(), tokens):
+            raise WouldBlock
+
+    def _uses_clock(self, clock: Clock | None) -> bool:
+        """True if this limiter reads ``clock`` (None: the event loop's)."""
+        if clock is None:
+            return isinstance(self._clock, _AnyIOClock)
+        return self._clock is clock
+
+    def _take(self, now: float, tokens: float) -> bool:
+        """Take ``tokens`` at time ``now`` if the bucket has them; else False."""
+        self._refill(now)
+        if self._tokens < tokens:
+            return False
+        self._tokens -= tokens
+        return True
 
     async def acquire(self, tokens: float = 1) -> None:
         """Take ``tokens`` from the bucket, waiting for the refill if needed.
