@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 from anyio.abc import TaskGroup
@@ -17,6 +16,7 @@ from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError
 from ._queue import QueueStatus, _Default
 from ._rate_limit import Clock, RateLimiter
+from ._scoped import Scoped
 from ._work_queue import WorkQueue
 
 __all__ = ["Executor"]
@@ -30,7 +30,7 @@ def _unbound_clock() -> float:
     raise RuntimeError("the executor's clock is bound when it starts")
 
 
-class Executor(Generic[E]):
+class Executor(Scoped, Generic[E]):
     """Runs events of one type, at a bounded rate and concurrency, and records them.
 
     Append events with `append` (or `put` them one by one, or hand over a whole
@@ -97,7 +97,6 @@ class Executor(Generic[E]):
         self._completed: list[E] = []
         self._failed: list[E] = []
         self._cancelled: list[E] = []
-        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
 
     # -- state ------------------------------------------------------------------
 
@@ -286,24 +285,6 @@ class Executor(Generic[E]):
         if self._pending and self._queue.status is QueueStatus.PROCESSING:
             await self.forward()
         await self._queue.join()
-
-    async def __aenter__(self) -> Executor[E]:
-        if self._lifespan_cm is not None:
-            raise QueueStateError("this executor is already inside `async with`")
-        cm = self._lifespan()
-        await cm.__aenter__()
-        self._lifespan_cm = cm
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        assert cm is not None
-        return await cm.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:

@@ -15,8 +15,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import Final, Generic, TypeVar
 
 from anyio import (
@@ -40,6 +39,7 @@ from ._checks import (
     check_seconds,
 )
 from ._exceptions import QueueStateError
+from ._scoped import Scoped
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -69,6 +69,10 @@ class _Default(enum.Enum):
     TIMEOUT = enum.auto()
 
 
+_DEFAULT: Final = _Default.TIMEOUT
+_PROCESSING: Final = QueueStatus.PROCESSING
+
+
 class _Worker:
     """One worker task's handle: how to ask it to end, and how to see it has."""
 
@@ -82,7 +86,7 @@ class _Worker:
         self.task_id: int | None = None
 
 
-class BoundedQueue(Generic[T]):
+class BoundedQueue(Scoped, Generic[T]):
     """A queue of at most ``maxsize`` items, handled by a pool of workers.
 
     Producers ``put`` items; when the queue is full a put waits up to its timeout and
@@ -129,6 +133,7 @@ class BoundedQueue(Generic[T]):
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         self._concurrency_limit = limit
         self._limiter = CapacityLimiter(_tokens(limit))
+        self._limit_lowered = False
         self._status = QueueStatus.IDLE
         # The stream exists only while the queue runs: a closed pair stands in
         # before start and after stop, so an unused queue leaves nothing unclosed.
@@ -152,7 +157,6 @@ class BoundedQueue(Generic[T]):
         self._join_event: Event | None = None
         self._workers: set[_Worker] = set()
         self._task_group: TaskGroup | None = None
-        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
         self._fast_puts = 0
 
     # -- properties -------------------------------------------------------------
@@ -210,6 +214,10 @@ class BoundedQueue(Generic[T]):
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:
         limit = check_optional_int("concurrency_limit", value, minimum=1)
+        if _tokens(limit) < _tokens(self._concurrency_limit):
+            # Workers holding tokens give back the excess as they finish items;
+            # until then each checks the limiter after every item.
+            self._limit_lowered = True
         self._concurrency_limit = limit
         self._limiter.total_tokens = _tokens(limit)
 
@@ -281,24 +289,6 @@ class BoundedQueue(Generic[T]):
                 self._join_event = Event()
             await self._join_event.wait()
 
-    async def __aenter__(self) -> BoundedQueue[T]:
-        if self._lifespan_cm is not None:
-            raise QueueStateError("this queue is already inside an `async with` block")
-        cm = self._lifespan()
-        await cm.__aenter__()
-        self._lifespan_cm = cm
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        assert cm is not None
-        return await cm.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
         """Own a task group for the workers, and stop the queue on the way out."""
@@ -360,11 +350,12 @@ class BoundedQueue(Generic[T]):
             QueueStateError: the queue is not PROCESSING (also if it stops while
                 this put waits).
         """
-        if timeout is _Default.TIMEOUT:
+        if timeout is _DEFAULT:
             timeout = self._timeout
-        else:
+        elif timeout is not None:
             timeout = check_seconds("timeout", timeout, allow_none=True)
-        self._check_running("put")
+        if self._status is not _PROCESSING:
+            self._check_running("put")
         self._fast_puts += 1
         if self._fast_puts >= _YIELD_EVERY:
             self._fast_puts = 0
@@ -417,7 +408,8 @@ class BoundedQueue(Generic[T]):
     def _accepted(self) -> None:
         self._enqueued += 1
         self._size += 1
-        self._wake_consumer()
+        if self._idle_consumers:
+            self._wake_consumer()
 
     def _wake_producer(self) -> None:
         if self._blocked_producers and self._size < self._maxsize:
@@ -636,7 +628,7 @@ class BoundedQueue(Generic[T]):
                             else:
                                 self._finished()
                             worker.busy = False
-                            if self._limit_lowered():
+                            if self._limit_lowered and self._over_limit():
                                 break
                             handled += 1
                             if handled == _YIELD_EVERY:
@@ -660,13 +652,14 @@ class BoundedQueue(Generic[T]):
                 self._join_event.set()
                 self._join_event = None
 
-    def _limit_lowered(self) -> bool:
-        """True when more tokens are lent than the concurrency limit allows."""
+    def _over_limit(self) -> bool:
+        """True while more tokens are lent than a lowered limit allows."""
         limiter = self._limiter
-        return (
-            self._concurrency_limit is not None
-            and limiter.borrowed_tokens > limiter.total_tokens
-        )
+        if limiter.borrowed_tokens > limiter.total_tokens:
+            return True
+        # Back within the limit, and the limiter lends no more than it allows.
+        self._limit_lowered = False
+        return False
 
     async def _report(
         self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
@@ -736,7 +729,7 @@ class BoundedQueue(Generic[T]):
             self._join_event = None
 
     def _check_running(self, operation: str) -> None:
-        if self._status is QueueStatus.PROCESSING:
+        if self._status is _PROCESSING:
             return
         if self._status is QueueStatus.IDLE:
             fix = "call `await queue.start()` or use `async with queue:` first"
