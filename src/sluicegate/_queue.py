@@ -268,6 +268,10 @@ class BoundedQueue(Scoped, Generic[T]):
 
         If stop itself is cancelled, the workers are cancelled too and the queue
         reaches STOPPED as soon as they have ended.
+
+        A worker function may stop its own queue (it is not waited for; it ends
+        once its item is done), but a task it started and waits for must not call
+        stop without a timeout: stop would wait for the worker, which waits for it.
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
         if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
