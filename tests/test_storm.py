@@ -28,6 +28,15 @@ class Ledger:
         self.handled: Counter[int] = Counter()
         self.failed: set[int] = set()
 
+    def record(self, item: int, outcome: bool | None) -> None:
+        """What put answered: True, False, or None when it raised."""
+        if outcome is True:
+            self.accepted.add(item)
+        elif outcome is False:
+            self.refused.add(item)
+        else:
+            self.raised.add(item)
+
     def check(self, queue: BoundedQueue[int]) -> None:
         m = queue.metrics
         assert queue.status is QueueStatus.STOPPED
@@ -63,12 +72,7 @@ async def storm(seed: int, producers: int = 30, items_each: int = 30) -> Ledger:
             outcome = None
             with anyio.move_on_after(rng.choice(deadlines)):
                 outcome = await queue.put(item, timeout=rng.choice(deadlines))
-            if outcome is True:
-                ledger.accepted.add(item)
-            elif outcome is False:
-                ledger.refused.add(item)
-            else:
-                ledger.raised.add(item)
+            ledger.record(item, outcome)
 
     with anyio.fail_after(30):
         async with queue:
@@ -148,12 +152,7 @@ async def test_soak_200k_items_200_workers() -> None:
             outcome = None
             with anyio.CancelScope() as scopes[p]:
                 outcome = await queue.put(item, timeout=rng.choice([0.001, None]))
-            if outcome is True:
-                ledger.accepted.add(item)
-            elif outcome is False:
-                ledger.refused.add(item)
-            else:
-                ledger.raised.add(item)
+            ledger.record(item, outcome)
 
     with anyio.fail_after(120):
         async with queue:
