@@ -390,6 +390,8 @@ async def test_start_needs_a_task_group_outside_async_with() -> None:
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
             await executor.start(task_group=tg)
+            await executor.start(task_group=tg)  # idempotent: no second pool
+            assert executor.queue.worker_count == 1
             assert await executor.put(event)
             await executor.join()
             await executor.stop()

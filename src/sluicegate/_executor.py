@@ -249,13 +249,14 @@ class Executor(Scoped, Generic[E]):
     async def start(self, *, task_group: TaskGroup | None = None) -> None:
         """Start the queue and its workers in ``task_group``.
 
-        Inside ``async with executor:`` the executor is already started and this
-        does nothing.
+        Inside ``async with executor:``, or once started, this does nothing.
 
         Raises:
             QueueStateError: no task group given outside ``async with``.
         """
-        if self._lifespan_cm is not None:
+        if self._lifespan_cm is not None or (
+            self.status is QueueStatus.PROCESSING and self._queue.worker_count
+        ):
             return
         if task_group is not None and not isinstance(task_group, TaskGroup):
             raise TypeError(
