@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 from fake_clock import FakeClock, all_blocked, max_in_window
 
 from sluicegate import RateLimiter, WorkQueue
@@ -245,3 +246,70 @@ async def test_one_limiter_shared_by_two_queues() -> None:
 def test_rate_limiter_argument_is_checked() -> None:
     with pytest.raises(TypeError, match="rate_limiter must be a RateLimiter or None"):
         WorkQueue(rate_limiter=5)  # type: ignore[arg-type]
+
+
+async def test_cancelling_a_waiter_in_the_middle_keeps_the_bound() -> None:
+    """Waiters behind a cancelled one keep their times: its tokens are not
+    handed to a newcomer who would then go at the same moment as them."""
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=1, clock=clock)
+    granted: list[tuple[str, float]] = []
+    both_granted = anyio.Event()
+
+    async def acquirer(
+        name: str, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await limiter.acquire()
+            granted.append((name, clock.current_time()))
+            if len(granted) == 2:
+                both_granted.set()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await limiter.acquire()  # A: the only token, at t=0
+            b = await tg.start(acquirer, "b")  # due at t=1
+            await tg.start(acquirer, "c")  # due at t=2
+            b.cancel()
+            await all_blocked()
+            await tg.start(acquirer, "d")
+            tg.start_soon(clock.autojump)
+            await both_granted.wait()
+            tg.cancel_scope.cancel()
+    assert sorted(name for name, _ in granted) == ["c", "d"]
+    times = [t for _, t in granted]
+    assert max_in_window(times, 0) == 1, granted
+
+
+@pytest.mark.parametrize("seed", range(10))
+async def test_random_cancellation_under_contention_keeps_the_bound(seed: int) -> None:
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limiter = RateLimiter(10, 1, burst=3, clock=clock)
+    granted: list[float] = []
+
+    async def waiter(patience: float) -> None:
+        deadline = clock.current_time() + patience
+        async with anyio.create_task_group() as tg:
+
+            async def give_up() -> None:
+                await clock.sleep_until(deadline)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(give_up)
+            await limiter.acquire()
+            granted.append(clock.current_time())
+            tg.cancel_scope.cancel()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as waiters:
+                for _ in range(150):
+                    waiters.start_soon(waiter, rng.choice([rng.uniform(0, 3), 100]))
+                    await clock.sleep_until(clock.current_time() + rng.uniform(0, 0.05))
+            tg.cancel_scope.cancel()
+    assert granted
+    for window in (0, 0.05, 0.1, 0.5, 2):
+        assert max_in_window(granted, window) <= 3 + 10 * window + 1e-9, window

@@ -88,6 +88,7 @@ class RateLimiter:
         self._clock: Clock = _AnyIOClock() if clock is None else clock
         self._tokens = self._burst
         self._updated: float | None = None
+        self._reservations = 0  # how many waiters have reserved, ever
 
     @property
     def rate(self) -> float:
@@ -150,7 +151,9 @@ class RateLimiter:
         """Take ``tokens`` from the bucket, waiting for the refill if needed.
 
         Returns at once, without yielding, when the bucket has the tokens.
-        If cancelled while waiting, the reservation is given back.
+        If cancelled while waiting, the reservation is given back when no later
+        waiter has reserved behind it (their wake-up times were set counting
+        it; handing its tokens to a newcomer would let two go at once).
 
         Raises:
             TypeError: tokens is not a number.
@@ -165,11 +168,15 @@ class RateLimiter:
         if self._tokens >= 0:
             return
         deadline = now - self._tokens / self._per_second
+        self._reservations += 1
+        reservation = self._reservations
         try:
             await self._clock.sleep_until(deadline)
         except BaseException:
-            self._refill(self._clock.current_time())
-            self._tokens = min(self._burst, self._tokens + tokens)
+            if reservation == self._reservations:  # the last in line
+                self._reservations -= 1
+                self._refill(self._clock.current_time())
+                self._tokens = min(self._burst, self._tokens + tokens)
             raise
 
     def _refill(self, now: float) -> None:
