@@ -506,3 +506,47 @@ async def use_any_queue_inside(queue: QueueProtocol[Echo], items: list[Echo]) ->
         assert await queue.put(item)
     await queue.join()
     return queue.metrics["processed"]
+
+
+# -- found in review ------------------------------------------------------------------
+
+
+async def test_batch_process_cancelled_closes_the_source_and_cancels_drawn_events() -> (
+    None
+):
+    started = anyio.Event()
+    drawn: list[Job] = []
+    closed = False
+
+    async def events() -> AsyncIterator[Job]:
+        nonlocal closed
+        try:
+            for i in range(100):
+                event: Job = Hang(started) if i == 0 else Echo(str(i))
+                drawn.append(event)
+                yield event
+        finally:
+            closed = True
+
+    config = QueueConfig(queue_capacity=2, capacity_refresh_time=1e-6)
+    executor = Executor(Job, config)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(executor.batch_process, events())
+            await started.wait()
+            await anyio.wait_all_tasks_blocked()  # the feeder waits for room
+            tg.cancel_scope.cancel()
+    assert closed, "the async generator must be closed"
+    assert len(drawn) == 4  # one running, two buffered, one being put
+    statuses = {e.execution.status for e in drawn}
+    assert statuses == {ExecutionStatus.CANCELLED}
+    assert len(executor.cancelled_events) == 4
+    assert executor.metrics["enqueued"] == 3
+
+
+async def test_join_on_an_executor_that_never_started_refuses_pending_events() -> None:
+    executor = Executor(Echo)
+    executor.append(Echo("a"))
+    with pytest.raises(QueueStateError, match="idle"):
+        await executor.join()
+    assert len(executor.pending_events) == 1

@@ -23,6 +23,7 @@ from sluicegate import (
     Executor,
     QueueConfig,
     QueueStatus,
+    RateLimiter,
     WorkQueue,
 )
 
@@ -126,7 +127,8 @@ async def test_base_exception_group_from_a_worker_propagates() -> None:
 def run_on(backend: str, func: Callable[[], Any]) -> None:
     """anyio.run on one of the three backends (for tests that must run it)."""
     if backend == "trio":
-        anyio.run(func, backend="trio", backend_options={"clock": MockClock(0)})
+        clock = MockClock(autojump_threshold=0)
+        anyio.run(func, backend="trio", backend_options={"clock": clock})
     elif backend == "asyncio+uvloop":
         options = {"loop_factory": uvloop.new_event_loop}
         anyio.run(func, backend="asyncio", backend_options=options)
@@ -321,3 +323,28 @@ async def test_executor_cancelled_from_outside_mid_run() -> None:
     assert len(executor.cancelled_events) == 5
     assert executor.pending_events == []
     assert_settled(executor.queue.queue, accepted=6)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("trio", "asyncio"), ("asyncio", "trio"), ("asyncio", "asyncio+uvloop")],
+)
+def test_a_stopped_queue_and_a_limiter_run_again_in_another_event_loop(
+    first: str, second: str
+) -> None:
+    """Each run binds its own CapacityLimiter, and a RateLimiter whose clock
+    jumps back (another loop's clock) counts from the new loop's time."""
+    limiter = RateLimiter(1000, 1, burst=10)
+    queue: WorkQueue[int] = WorkQueue(concurrency_limit=2, rate_limiter=limiter)
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def batch() -> None:
+        with anyio.fail_after(GUARD):
+            await queue.batch_process(range(50), work, num_workers=4)
+        assert -1e-9 <= limiter.available <= limiter.burst
+
+    run_on(first, batch)
+    run_on(second, batch)
+    assert queue.metrics["processed"] == 100

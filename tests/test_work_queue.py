@@ -11,7 +11,13 @@ from unittest.mock import AsyncMock, create_autospec
 import anyio
 import pytest
 
-from sluicegate import BoundedQueue, QueueConfig, QueueStatus, WorkQueue
+from sluicegate import (
+    BoundedQueue,
+    QueueConfig,
+    QueueStateError,
+    QueueStatus,
+    WorkQueue,
+)
 
 GUARD = 10
 
@@ -345,3 +351,69 @@ async def test_batch_process_validates(
     with pytest.raises(error, match=match):
         await queue.batch_process(*args)
     assert queue.status is QueueStatus.IDLE
+
+
+# -- found in review ------------------------------------------------------------------
+
+
+async def test_batch_process_refuses_a_queue_that_already_has_workers() -> None:
+    seen: list[str] = []
+
+    async def other(item: int) -> None:
+        seen.append("other")
+
+    async with WorkQueue[int]() as queue:
+        await queue.process(other, 2)
+        with pytest.raises(QueueStateError, match="already has 2"):
+            await queue.batch_process(range(10), noop)
+        assert queue.metrics["enqueued"] == 0
+
+
+async def test_two_batches_at_once_on_one_queue_are_refused() -> None:
+    release = anyio.Event()
+
+    async def wait(item: int) -> None:
+        await release.wait()
+
+    queue: WorkQueue[int] = WorkQueue()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.batch_process, range(3), wait)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(QueueStateError, match="another batch"):
+                await queue.batch_process(range(3), noop)
+            release.set()
+    assert queue.metrics["processed"] == 3
+
+
+class SourceError(Exception):
+    pass
+
+
+def failing_numbers() -> Iterator[int]:
+    yield 1
+    yield 2
+    raise SourceError("the source broke")
+
+
+async def failing_async_numbers() -> AsyncIterator[int]:
+    yield 1
+    yield 2
+    raise SourceError("the source broke")
+
+
+@pytest.mark.parametrize("source", [failing_numbers, failing_async_numbers])
+@pytest.mark.parametrize("inside", [False, True], ids=["on its own", "inside"])
+async def test_an_error_from_the_items_comes_out_as_raised(
+    source: Any, inside: bool
+) -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    with anyio.fail_after(GUARD), pytest.raises(SourceError, match="broke"):
+        if inside:
+            async with queue:
+                await queue.batch_process(source(), noop)
+        else:
+            await queue.batch_process(source(), noop)
+    assert queue.status is QueueStatus.STOPPED
+    m = queue.metrics
+    assert m["enqueued"] == m["processed"] + len(queue.unprocessed) == 2

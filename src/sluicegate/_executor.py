@@ -14,6 +14,7 @@ from anyio.lowlevel import current_token
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError
+from ._feed import feed
 from ._queue import QueueStatus, _Default
 from ._rate_limit import Clock, RateLimiter
 from ._scoped import Scoped
@@ -210,9 +211,14 @@ class Executor(Scoped, Generic[E]):
         executor:`` they run in its workers; on its own the call opens and
         closes the executor itself.
 
+        Cancelled, it stops reading ``events`` (closing an async generator), and
+        the events it drew that did not run are CANCELLED.
+
         Raises:
-            TypeError: events is not iterable, or holds an event of the wrong type
-                (raised when it is reached; the events before it still run).
+            TypeError: events is not iterable, or holds an event of the wrong type.
+                That is raised when it is reached: inside ``async with executor:``
+                the events queued before it still run; on its own the call stops
+                the executor and they are CANCELLED.
         """
         if not isinstance(events, (Iterable, AsyncIterable)):
             raise TypeError(
@@ -226,15 +232,8 @@ class Executor(Scoped, Generic[E]):
                 await self._feed_and_join(events)
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
-        put = self._queue.queue.put
-        if isinstance(events, AsyncIterable):
-            async for event in events:
-                self._check_event(event)
-                await put(event, None)
-        else:
-            for event in events:
-                self._check_event(event)
-                await put(event, None)
+        # An event drawn but refused (the put was cancelled) is never run.
+        await feed(events, self._queue.queue.put, self._check_event, self._cancel)
         await self._queue.join()
 
     def _check_event(self, event: object) -> None:
@@ -282,8 +281,12 @@ class Executor(Scoped, Generic[E]):
 
     async def join(self) -> None:
         """Forward pending events, then wait until every queued event is
-        processed."""
-        if self._pending and self._queue.status is QueueStatus.PROCESSING:
+        processed. Returns at once on a stopped executor.
+
+        Raises:
+            QueueStateError: events are pending but the executor never started.
+        """
+        if self._pending and self._queue.status is not QueueStatus.STOPPED:
             await self.forward()
         await self._queue.join()
 
@@ -353,6 +356,7 @@ class Executor(Scoped, Generic[E]):
         self._logger.debug("event %s failed", event.id, exc_info=exc)
 
     def _cancel(self, event: E) -> None:
+        """Mark ``event`` CANCELLED unless it has already finished."""
         if event.execution.status in (
             ExecutionStatus.PENDING,
             ExecutionStatus.PROCESSING,

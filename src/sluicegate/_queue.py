@@ -42,7 +42,7 @@ from ._exceptions import QueueStateError
 from ._scoped import Scoped
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["BoundedQueue", "QueueStatus"]
 
@@ -255,6 +255,10 @@ class BoundedQueue(Scoped, Generic[T]):
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
         self._send, self._receive = create_memory_object_stream[T](self._maxsize)
+        # A new limiter for each run: one is bound to the event loop that first
+        # uses it, and a stopped queue may be started again in another.
+        self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
+        self._limit_lowered = False
         self._status = QueueStatus.PROCESSING
 
     async def stop(self, timeout: float | None = None) -> None:

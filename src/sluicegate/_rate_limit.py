@@ -135,12 +135,12 @@ class RateLimiter:
         # `_refill` written out: this runs once per item on the hot path.
         updated = self._updated
         level = self._tokens
-        if updated is None or now > updated:
-            if updated is not None:
+        if updated is None or now != updated:
+            if updated is not None and now > updated:
                 level += (now - updated) * self._per_second
                 if level > self._burst:  # noqa: PLR1730 - faster than min()
                     level = self._burst
-            self._updated = now
+            self._updated = now  # (a clock that went back: see `_refill`)
         if level < tokens:
             self._tokens = level
             return False
@@ -180,11 +180,12 @@ class RateLimiter:
             raise
 
     def _refill(self, now: float) -> None:
-        if self._updated is not None and now > self._updated:
-            refill = (now - self._updated) * self._per_second
+        updated = self._updated
+        if updated is not None and now > updated:
+            refill = (now - updated) * self._per_second
             self._tokens = min(self._burst, self._tokens + refill)
-        if self._updated is None or now > self._updated:
-            self._updated = now
+        # A clock that went back is another event loop's: count from its now.
+        self._updated = now if updated is None or now != updated else updated
 
     def _check_tokens(self, tokens: object) -> None:
         if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -12,8 +13,13 @@ from anyio.abc import TaskGroup
 
 from ._checks import check_async_callable, check_optional_int
 from ._config import QueueConfig
+from ._exceptions import QueueStateError
+from ._feed import feed
 from ._queue import BoundedQueue, ErrorHandler, QueueStatus, WorkerFunc, _Default
 from ._rate_limit import RateLimiter
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["WorkQueue"]
 
@@ -225,7 +231,9 @@ class WorkQueue(Generic[T]):
 
         Inside ``async with queue:`` the batch runs in the open queue; on its own it
         opens the queue and stops it again at the end, so one WorkQueue can run
-        batch after batch, its metrics adding up.
+        batch after batch, its metrics adding up. The batch's workers must be the
+        only ones: a queue with workers from `process` (or another batch running)
+        is refused, since those would take the batch's items.
 
         Cancelled from outside, it ends its workers and stops reading ``items``
         (closing an async generator); items cancelled in flight or left in the
@@ -235,6 +243,10 @@ class WorkQueue(Generic[T]):
             TypeError: items is not iterable, or worker_func or error_handler is not
                 an async function.
             ValueError: num_workers < 1.
+            QueueStateError: the queue already has workers.
+
+        An exception raised by ``items`` itself ends the batch like a
+        cancellation and comes out as raised.
         """
         if not isinstance(items, (Iterable, AsyncIterable)):
             raise TypeError(
@@ -244,6 +256,13 @@ class WorkQueue(Generic[T]):
         check_async_callable("worker_func", worker_func)
         check_async_callable("error_handler", error_handler, allow_none=True)
         workers = self._worker_count_for(num_workers)
+        if self._queue.worker_count:
+            raise QueueStateError(
+                "batch_process() runs its own workers, and this queue already has "
+                f"{self._queue.worker_count} (from process(), start_workers() or "
+                "another batch) that would take the batch's items: stop them first, "
+                "or give the batch a WorkQueue of its own"
+            )
         if self._queue.status is QueueStatus.PROCESSING:
             await self._run_batch(items, worker_func, workers, error_handler)
         else:
@@ -259,27 +278,24 @@ class WorkQueue(Generic[T]):
     ) -> None:
         queue = self._queue
         func = self._rate_limited(worker_func)
-        async with create_task_group() as tg:
-            workers = queue._spawn_workers(tg, func, num_workers, error_handler)
-            await self._feed(items)
-            await queue.join()
-            await queue._end_workers(workers, None)
-
-    async def _feed(self, items: Iterable[T] | AsyncIterable[T]) -> None:
-        put = self._queue.put
-        if isinstance(items, AsyncIterable):
-            iterator = aiter(items)
-            try:
-                async for item in iterator:
-                    await put(item, None)
-            except BaseException:
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+        unwrapped: BaseException | None = None
+        try:
+            async with create_task_group() as tg:
+                workers = queue._spawn_workers(tg, func, num_workers, error_handler)
+                await feed(items, queue.put)
+                await queue._join_while_workers()
+                await queue._end_workers(workers, None)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) != 1:
                 raise
-        else:
-            for item in items:
-                await put(item, None)
+            # The task group wrapped the one error (from `items`, say): let it out
+            # as raised, outside this handler so its own context stays.
+            unwrapped = group.exceptions[0]
+        if unwrapped is not None:
+            try:
+                raise unwrapped
+            finally:
+                del unwrapped
 
     def _rate_limited(self, worker_func: WorkerFunc[T]) -> WorkerFunc[T]:
         limiter = self._rate_limiter
