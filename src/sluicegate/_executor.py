@@ -42,8 +42,9 @@ class Executor(Scoped, Generic[E]):
 
     ``queue_config.capacity_refresh_time`` is a real limit: the executor starts at
     most ``queue_capacity`` events per ``capacity_refresh_time`` seconds, through a
-    token bucket of ``queue_capacity`` tokens that refills continuously. A
-    ``rate_limiter`` of your own (perhaps shared with other executors) applies on
+    token bucket of ``queue_capacity`` tokens that refills continuously (so in any
+    t seconds at most ``queue_capacity * (1 + t / capacity_refresh_time)`` start).
+    A ``rate_limiter`` of your own (perhaps shared with other executors) applies on
     top of that.
 
     Args:

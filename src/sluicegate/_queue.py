@@ -198,7 +198,11 @@ class BoundedQueue(Scoped, Generic[T]):
 
     @property
     def unprocessed(self) -> list[T]:
-        """A copy of the accepted items that were never processed, oldest first."""
+        """A copy of the accepted items that were never processed.
+
+        Listed as they were given up: items cancelled in flight as their workers
+        end, then what was left in the buffer, oldest first.
+        """
         return list(self._unprocessed)
 
     @property

@@ -107,7 +107,10 @@ class RateLimiter:
 
     @property
     def available(self) -> float:
-        """Tokens in the bucket now; negative while waiters hold reservations."""
+        """Tokens in the bucket now; negative while waiters hold reservations.
+
+        Reads the clock, so (with the default clock) read it inside the event loop.
+        """
         self._refill(self._clock.current_time())
         return self._tokens
 
