@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 
@@ -48,6 +48,15 @@ def check_seconds(name: str, value: object, *, allow_none: bool) -> float | None
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
     return float(value)
+
+
+def check_iterable(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is an iterable or an async iterable."""
+    if not isinstance(value, (Iterable, AsyncIterable)):
+        raise TypeError(
+            f"{name} must be an iterable or an async iterable, got "
+            f"{value!r} ({type(value).__name__})"
+        )
 
 
 def is_async_callable(value: object) -> bool:

@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 from anyio.abc import TaskGroup
 from anyio.lowlevel import current_token
 
+from ._checks import check_iterable
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError
@@ -221,11 +222,7 @@ class Executor(Scoped, Generic[E]):
                 the events queued before it still run; on its own the call stops
                 the executor and they are CANCELLED.
         """
-        if not isinstance(events, (Iterable, AsyncIterable)):
-            raise TypeError(
-                "events must be an iterable or an async iterable of events, got "
-                f"{events!r} ({type(events).__name__})"
-            )
+        check_iterable("events", events)
         if self.status is QueueStatus.PROCESSING and self._queue.worker_count:
             await self._feed_and_join(events)
         else:

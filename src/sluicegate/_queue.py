@@ -38,7 +38,7 @@ from ._checks import (
     check_optional_int,
     check_seconds,
 )
-from ._exceptions import QueueStateError
+from ._exceptions import QueueStateError, sole_exception
 from ._scoped import Scoped
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -296,10 +296,24 @@ class BoundedQueue(Scoped, Generic[T]):
 
     async def join(self) -> None:
         """Wait until every accepted item is processed or the queue has stopped."""
-        while self._unfinished() and self._status is not QueueStatus.STOPPED:
+        await self._join(while_workers=False)
+
+    async def _join(self, *, while_workers: bool) -> None:
+        """`join`; with ``while_workers``, stop waiting too once no worker is left."""
+        while (
+            self._unfinished()
+            and self._status is not QueueStatus.STOPPED
+            and (self._workers or not while_workers)
+        ):
             if self._join_event is None:
                 self._join_event = Event()
             await self._join_event.wait()
+
+    def _release_joiners(self) -> None:
+        """Wake every `join` waiter; each looks again at what it waits for."""
+        if self._join_event is not None:
+            self._join_event.set()
+            self._join_event = None
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
@@ -311,7 +325,7 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._task_group = tg
                 try:
                     yield
-                    await self._join_while_workers()
+                    await self._join(while_workers=True)
                     await self.stop()
                 except BaseException:
                     self._abort()
@@ -319,30 +333,16 @@ class BoundedQueue(Scoped, Generic[T]):
                         await self._wait_workers(list(self._workers))
                     raise
         except BaseExceptionGroup as group:
-            if len(group.exceptions) != 1:
-                raise
             # The task group wrapped the one exception that ended the block.
-            unwrapped = group.exceptions[0]
+            unwrapped = sole_exception(group)
         finally:
             self._task_group = None
             self._finalize()
         if unwrapped is not None:
-            # Raised here, outside the handler, so its own cause and context stay.
             try:
                 raise unwrapped
             finally:
                 del unwrapped
-
-    async def _join_while_workers(self) -> None:
-        """Wait until every item is processed, or no worker is left to do it."""
-        while (
-            self._workers
-            and self._unfinished()
-            and self._status is not QueueStatus.STOPPED
-        ):
-            if self._join_event is None:
-                self._join_event = Event()
-            await self._join_event.wait()
 
     # -- producers --------------------------------------------------------------
 
@@ -502,15 +502,13 @@ class BoundedQueue(Scoped, Generic[T]):
         self._processed += 1
         self._in_flight -= 1
         if self._join_event is not None and not self._unfinished():
-            self._join_event.set()
-            self._join_event = None
+            self._release_joiners()
 
     def _abandoned(self, item: T) -> None:
         self._in_flight -= 1
         self._unprocessed.append(item)
         if self._join_event is not None and not self._unfinished():
-            self._join_event.set()
-            self._join_event = None
+            self._release_joiners()
 
     def _unfinished(self) -> int:
         return self._enqueued - self._processed - len(self._unprocessed)
@@ -659,10 +657,9 @@ class BoundedQueue(Scoped, Generic[T]):
         if not self._workers:
             if self._status is QueueStatus.STOPPING:
                 self._finalize()
-            elif self._join_event is not None:
+            else:
                 # Wake the `async with` exit: no worker is left to wait for.
-                self._join_event.set()
-                self._join_event = None
+                self._release_joiners()
 
     def _over_limit(self) -> bool:
         """True while more tokens are lent than a lowered limit allows."""
@@ -736,9 +733,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._status = QueueStatus.STOPPED
         self._wake_producers()
         self._wake_consumers()
-        if self._join_event is not None:
-            self._join_event.set()
-            self._join_event = None
+        self._release_joiners()
 
     def _check_running(self, operation: str) -> None:
         if self._status is _PROCESSING:

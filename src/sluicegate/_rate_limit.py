@@ -135,19 +135,10 @@ class RateLimiter:
 
     def _take(self, now: float, tokens: float) -> bool:
         """Take ``tokens`` at time ``now`` if the bucket has them; else False."""
-        # `_refill` written out: this runs once per item on the hot path.
-        updated = self._updated
-        level = self._tokens
-        if updated is None or now != updated:
-            if updated is not None and now > updated:
-                level += (now - updated) * self._per_second
-                if level > self._burst:  # noqa: PLR1730 - faster than min()
-                    level = self._burst
-            self._updated = now  # (a clock that went back: see `_refill`)
-        if level < tokens:
-            self._tokens = level
+        self._refill(now)
+        if self._tokens < tokens:
             return False
-        self._tokens = level - tokens
+        self._tokens -= tokens
         return True
 
     async def acquire(self, tokens: float = 1) -> None:
@@ -188,7 +179,7 @@ class RateLimiter:
             refill = (now - updated) * self._per_second
             self._tokens = min(self._burst, self._tokens + refill)
         # A clock that went back is another event loop's: count from its now.
-        self._updated = now if updated is None or now != updated else updated
+        self._updated = now
 
     def _check_tokens(self, tokens: object) -> None:
         if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):

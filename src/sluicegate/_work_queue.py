@@ -11,9 +11,9 @@ from typing import Generic, TypeVar
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
-from ._checks import check_async_callable, check_optional_int
+from ._checks import check_async_callable, check_iterable, check_optional_int
 from ._config import QueueConfig
-from ._exceptions import QueueStateError
+from ._exceptions import QueueStateError, sole_exception
 from ._feed import feed
 from ._queue import BoundedQueue, ErrorHandler, QueueStatus, WorkerFunc, _Default
 from ._rate_limit import RateLimiter
@@ -248,11 +248,7 @@ class WorkQueue(Generic[T]):
         An exception raised by ``items`` itself ends the batch like a
         cancellation and comes out as raised.
         """
-        if not isinstance(items, (Iterable, AsyncIterable)):
-            raise TypeError(
-                "items must be an iterable or an async iterable, got "
-                f"{items!r} ({type(items).__name__})"
-            )
+        check_iterable("items", items)
         check_async_callable("worker_func", worker_func)
         check_async_callable("error_handler", error_handler, allow_none=True)
         workers = self._worker_count_for(num_workers)
@@ -283,14 +279,11 @@ class WorkQueue(Generic[T]):
             async with create_task_group() as tg:
                 workers = queue._spawn_workers(tg, func, num_workers, error_handler)
                 await feed(items, queue.put)
-                await queue._join_while_workers()
+                await queue._join(while_workers=True)
                 await queue._end_workers(workers, None)
         except BaseExceptionGroup as group:
-            if len(group.exceptions) != 1:
-                raise
-            # The task group wrapped the one error (from `items`, say): let it out
-            # as raised, outside this handler so its own context stays.
-            unwrapped = group.exceptions[0]
+            # The task group wrapped the one error (from `items`, say).
+            unwrapped = sole_exception(group)
         if unwrapped is not None:
             try:
                 raise unwrapped
