@@ -6,6 +6,7 @@ from the event loop's own clock, which on trio is a MockClock.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -313,3 +314,33 @@ async def test_random_cancellation_under_contention_keeps_the_bound(seed: int) -
     assert granted
     for window in (0, 0.05, 0.1, 0.5, 2):
         assert max_in_window(granted, window) <= 3 + 10 * window + 1e-9, window
+
+
+class EarlyClock(FakeClock):
+    """A clock whose timers fire up to a millisecond early, as uvloop's can
+    (they count whole milliseconds); asked again, they reach the deadline."""
+
+    async def sleep_until(self, deadline: float) -> None:
+        early = deadline - 0.001
+        await super().sleep_until(early if early > self.current_time() else deadline)
+
+
+async def test_a_timer_that_fires_early_does_not_grant_early() -> None:
+    clock = EarlyClock()
+    limiter = RateLimiter(10, 1, burst=1, clock=clock)
+    granted: list[float] = []
+
+    async def acquirer() -> None:
+        await limiter.acquire()
+        granted.append(clock.current_time())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as inner:
+                for _ in range(4):
+                    inner.start_soon(acquirer)
+            tg.cancel_scope.cancel()
+    assert granted == pytest.approx([0, 0.1, 0.2, 0.3])
+    for earlier, later in itertools.pairwise(granted):
+        assert later - earlier >= 0.1 - 1e-9

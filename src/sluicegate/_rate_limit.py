@@ -165,7 +165,10 @@ class RateLimiter:
         self._reservations += 1
         reservation = self._reservations
         try:
-            await self._clock.sleep_until(deadline)
+            # Timers may fire a little early (uvloop's count whole milliseconds):
+            # the tokens are granted only once the clock has reached the deadline.
+            while self._clock.current_time() < deadline:
+                await self._clock.sleep_until(deadline)
         except BaseException:
             if reservation == self._reservations:  # the last in line
                 self._reservations -= 1
