@@ -1,0 +1,131 @@
+"""WaiterLine: tasks parked until woken, served FIFO or LIFO; leaving costs O(1).
+
+Used for blocked producers, parked `get()` callers, idle workers and the rate
+limiter's queue of waiters.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from anyio import Event
+
+__all__ = ["WaiterLine"]
+
+_WAITING: Final = 0
+_WOKEN: Final = 1
+_LEFT: Final = 2
+
+#: Entries of waiters that left are dropped once there are more of them than this
+#: and than live waiters: amortised O(1) per leave, memory O(live waiters).
+_COMPACT_AFTER: Final = 64
+
+
+class _Waiter:
+    __slots__ = ("event", "state")
+
+    def __init__(self) -> None:
+        self.event = Event()
+        self.state = _WAITING
+
+
+class WaiterLine:
+    """A line of parked tasks, woken one at a time or all at once.
+
+    `park` waits until `wake_one` (or `wake_all`) picks this task. The line serves
+    waiters in arrival order (FIFO), or most recent first with ``lifo=True``. A task
+    cancelled while parked only marks its entry as gone: waking skips such entries,
+    and they are dropped in bulk when they outnumber the live ones, so leaving
+    costs O(1) however long the line is.
+
+    `woken` counts tasks woken that have not resumed yet, so a waker can avoid
+    waking more tasks than there is work for. A task cancelled after it was woken
+    would lose that wake-up: the line then calls ``on_lost_wake()``, which should
+    pass it on if it is still wanted.
+    """
+
+    __slots__ = ("_entries", "_left", "_lifo", "_on_lost_wake", "_parked", "woken")
+
+    def __init__(
+        self,
+        *,
+        lifo: bool = False,
+        on_lost_wake: Callable[[], object] | None = None,
+    ) -> None:
+        self._entries: deque[_Waiter] = deque()
+        self._lifo = lifo
+        self._on_lost_wake = on_lost_wake
+        self._parked = 0  # live entries: parked and not yet woken
+        self._left = 0  # entries of waiters that left while parked
+        self.woken = 0
+
+    def __len__(self) -> int:
+        """How many tasks are parked and not yet woken."""
+        return self._parked
+
+    def __bool__(self) -> bool:
+        return self._parked > 0
+
+    async def park(self) -> None:
+        """Wait in the line until woken.
+
+        If cancelled, the task leaves the line and the cancellation propagates;
+        a wake-up it had already received goes to ``on_lost_wake``.
+        """
+        waiter = _Waiter()
+        self._entries.append(waiter)
+        self._parked += 1
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.state == _WAITING:
+                self._leave(waiter)
+            else:
+                self.woken -= 1
+                if self._on_lost_wake is not None:
+                    self._on_lost_wake()
+            raise
+        self.woken -= 1
+
+    def wake_one(self) -> bool:
+        """Wake the next parked task; False if none is parked."""
+        entries = self._entries
+        while entries:
+            waiter = entries.pop() if self._lifo else entries.popleft()
+            if waiter.state == _WAITING:
+                self._wake(waiter)
+                return True
+            self._left -= 1
+        return False
+
+    def wake_all(self) -> int:
+        """Wake every parked task; return how many were woken."""
+        count = 0
+        entries = self._entries
+        while entries:
+            waiter = entries.popleft()
+            if waiter.state == _WAITING:
+                self._wake(waiter)
+                count += 1
+        self._left = 0
+        return count
+
+    def _wake(self, waiter: _Waiter) -> None:
+        waiter.state = _WOKEN
+        self._parked -= 1
+        self.woken += 1
+        waiter.event.set()
+
+    def _leave(self, waiter: _Waiter) -> None:
+        waiter.state = _LEFT
+        self._parked -= 1
+        self._left += 1
+        if self._left > _COMPACT_AFTER and self._left > self._parked:
+            self._entries = deque(w for w in self._entries if w.state == _WAITING)
+            self._left = 0
+
+    def __repr__(self) -> str:
+        order = "LIFO" if self._lifo else "FIFO"
+        return f"<WaiterLine {order} parked={self._parked} woken={self.woken}>"
