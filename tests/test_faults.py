@@ -246,8 +246,10 @@ async def test_work_queue_batch_cancelled_while_producer_blocked() -> None:
                 await anyio.wait_all_tasks_blocked()
                 scope.cancel()
         await queue.join()
-    assert queue.metrics["enqueued"] == 5
-    assert_settled(queue.queue, accepted=5)
+    # 3 buffered, 2 in flight, and the one the feeder had drawn: none is lost.
+    assert queue.metrics["enqueued"] == 6
+    assert sorted(queue.unprocessed) == list(range(6))
+    assert_settled(queue.queue, accepted=6)
 
 
 # -- executor events that hang, fail or are cancelled -------------------------------

@@ -1,4 +1,4 @@
-"""RateLimiter: a token bucket whose waiters reserve their turn.
+"""RateLimiter: a token bucket whose waiters queue in FIFO order.
 
 Time comes from an injected FakeClock (virtual time on every backend), and once
 from the event loop's own clock, which on trio is a MockClock.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -136,7 +137,7 @@ async def test_many_waiters_never_exceed_the_bound(
     assert max(times) == pytest.approx((40 - burst) * period / rate)
 
 
-async def test_waiters_reserve_their_turn_in_order() -> None:
+async def test_waiters_are_served_in_arrival_order() -> None:
     clock = FakeClock()
     limiter = RateLimiter(1, 1, burst=1, clock=clock)
     order, times = await admit_all(limiter, clock, tasks=6)
@@ -165,22 +166,6 @@ async def test_mixed_token_sizes_respect_the_bound() -> None:
         for window in (0, 0.5, 1, 2.5):
             in_window = sum(n for t, n in granted if start <= t <= start + window)
             assert in_window <= 3 + 3 * window + 1e-9
-
-
-async def test_cancelled_acquire_gives_its_reservation_back() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(1, 1, burst=2, clock=clock)
-    await limiter.acquire(2)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(limiter.acquire, 2)
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.available == -2
-            tg.cancel_scope.cancel()
-    assert limiter.available == 0
-    clock.advance(1)
-    await limiter.acquire()  # the refill is not owed to the cancelled waiter
-    assert limiter.available == 0
 
 
 async def test_give_back_never_overfills_the_bucket() -> None:
@@ -250,8 +235,8 @@ def test_rate_limiter_argument_is_checked() -> None:
 
 
 async def test_cancelling_a_waiter_in_the_middle_keeps_the_bound() -> None:
-    """Waiters behind a cancelled one keep their times: its tokens are not
-    handed to a newcomer who would then go at the same moment as them."""
+    """A newcomer arriving after a waiter was cancelled queues behind the ones
+    still waiting: it never goes at the same moment as them."""
     clock = FakeClock()
     limiter = RateLimiter(1, 1, burst=1, clock=clock)
     granted: list[tuple[str, float]] = []
@@ -344,3 +329,221 @@ async def test_a_timer_that_fires_early_does_not_grant_early() -> None:
     assert granted == pytest.approx([0, 0.1, 0.2, 0.3])
     for earlier, later in itertools.pairwise(granted):
         assert later - earlier >= 0.1 - 1e-9
+
+
+# -- cancelled waiters, storms and stalls ------------------------------------------
+
+
+async def acquire_or_give_up(
+    limiter: RateLimiter, clock: FakeClock, patience: float
+) -> bool:
+    """``with move_on_after(patience): await limiter.acquire()`` on the fake clock;
+    True if the token was granted."""
+    deadline = clock.current_time() + patience
+    async with anyio.create_task_group() as tg:
+
+        async def give_up() -> None:
+            await clock.sleep_until(deadline)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(give_up)
+        await limiter.acquire()
+        tg.cancel_scope.cancel()
+        return True
+    return False
+
+
+async def storm(
+    limiter: RateLimiter,
+    clock: FakeClock,
+    patience: list[float],
+    arrivals_per_second: float,
+) -> list[float]:
+    """One caller per entry of ``patience``, arriving evenly at the given rate, each
+    giving up after its patience; return the times the tokens were granted, once
+    every caller has got its token or given up."""
+    granted: list[float] = []
+    gave_up = 0
+    start = clock.current_time()
+
+    async def caller(patience: float) -> None:
+        nonlocal gave_up
+        if await acquire_or_give_up(limiter, clock, patience):
+            granted.append(clock.current_time())
+        else:
+            gave_up += 1
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as callers:
+                for i, p in enumerate(patience):
+                    await clock.sleep_until(start + i / arrivals_per_second)
+                    callers.start_soon(caller, p)
+            tg.cancel_scope.cancel()
+    assert len(granted) + gave_up == len(patience)
+    return granted
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_give_ups_keep_the_rate_for_the_whole_run(seed: int) -> None:
+    """Callers arrive twice as fast as the rate and give up at random: every
+    give-up returns its place, so the limiter grants at its full rate throughout."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limiter = RateLimiter(100, burst=5, clock=clock)
+    patience = [rng.uniform(0, 0.3) for _ in range(600)]  # 3 s at 200/s
+    granted = await storm(limiter, clock, patience, arrivals_per_second=200)
+    for start in (0, 0.5, 1, 1.5, 2, 2.5):
+        in_window = sum(start <= t < start + 0.5 for t in granted)
+        assert in_window >= 49, (start, in_window)  # 50 per half second
+    for window in (0, 0.01, 0.1, 0.5, 1, 3):
+        assert max_in_window(granted, window) <= 5 + 100 * window + 1e-9, window
+    assert 0 <= limiter.available <= limiter.burst
+
+
+async def test_a_fresh_acquire_after_a_storm_waits_about_one_token() -> None:
+    """The storm of the issue: 200 callers/s against 100/s, each giving up after
+    0.1 s. Nothing stays reserved for callers who left, so the bucket ends in no
+    debt and a fresh caller waits at most one token's time."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, burst=5, clock=clock)
+    await storm(limiter, clock, [0.1] * 400, arrivals_per_second=200)
+    before = clock.current_time()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            await limiter.acquire()
+            tg.cancel_scope.cancel()
+    waited = clock.current_time() - before
+    assert waited <= 1 / 100 + 1e-9, waited
+    assert 0 <= limiter.available <= limiter.burst
+
+
+async def test_after_a_stall_at_most_burst_acquires_return_together() -> None:
+    """Time jumps 0.5 s while no task runs (blocking work, a GC pause): the
+    waiters resume together, but only the bucket's ``burst`` tokens are granted
+    at once and the rest follow at the rate, on the times acquire returns."""
+    clock = FakeClock()
+    limiter = RateLimiter(50, burst=10, clock=clock)
+    returned: list[float] = []
+
+    async def loop() -> None:
+        while True:
+            await limiter.acquire()
+            returned.append(clock.current_time())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            for _ in range(8):
+                tg.start_soon(loop)
+            await clock.sleep_until(1.0)
+            clock.advance(0.5)  # the stall: nobody runs while the clock moves
+            assert 0 <= limiter.available <= limiter.burst
+            await clock.sleep_until(3.0)
+            tg.cancel_scope.cancel()
+    assert max_in_window(returned, 0.005) == 10  # the refilled bucket, no more
+    for window in (0, 0.005, 0.02, 0.1, 0.5, 1, 3):
+        assert max_in_window(returned, window) <= 10 + 50 * window + 1e-9, window
+
+
+@pytest.mark.parametrize("cancelled", [0, 1, 2], ids=["head", "second", "third"])
+async def test_a_cancelled_waiter_lets_the_ones_behind_move_up(cancelled: int) -> None:
+    """Whatever its place in line, a cancelled waiter leaves nothing reserved:
+    those behind it take its turn, and no more than the rate goes."""
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=1, clock=clock)
+    await limiter.acquire()  # the only token, at t=0
+    granted: dict[int, float] = {}
+
+    async def acquirer(i: int, *, task_status: TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await limiter.acquire()
+            granted[i] = clock.current_time()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as waiters:
+                scopes = [await waiters.start(acquirer, i) for i in range(4)]
+                await all_blocked()
+                scopes[cancelled].cancel()
+                await all_blocked()
+                tg.start_soon(clock.autojump)
+            tg.cancel_scope.cancel()
+    stayed = [i for i in range(4) if i != cancelled]
+    assert granted == dict(zip(stayed, [1.0, 2.0, 3.0], strict=True))
+
+
+class HookedClock(FakeClock):
+    """A FakeClock that calls ``hook`` once, when first read at or after ``at``."""
+
+    def __init__(self, at: float, hook: Callable[[], object]) -> None:
+        super().__init__()
+        self._at = at
+        self._hook: Callable[[], object] | None = hook
+
+    def current_time(self) -> float:
+        hook = self._hook
+        if hook is not None and self._now >= self._at:
+            self._hook = None
+            hook()
+        return self._now
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_turn_passes_it_on() -> None:
+    """The waiter next in line is cancelled just as the head hands it the turn
+    (before it can run): the turn goes on to the one behind it, on time."""
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    def cancel_second() -> None:
+        scopes["second"].cancel()
+
+    # The head, woken at t=1, reads the clock before it takes its token and
+    # wakes "second": cancel "second" right then, in the same step.
+    clock = HookedClock(1, cancel_second)
+    limiter = RateLimiter(1, 1, burst=1, clock=clock)
+    await limiter.acquire()  # the only token, at t=0
+    granted: dict[str, float] = {}
+
+    async def acquirer(
+        name: str, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await limiter.acquire()
+            granted[name] = clock.current_time()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as waiters:
+                for name in ("first", "second", "third"):
+                    scopes[name] = await waiters.start(acquirer, name)
+                await all_blocked()
+                tg.start_soon(clock.autojump)
+            tg.cancel_scope.cancel()
+    assert granted == {"first": 1.0, "third": 2.0}
+
+
+async def test_a_waiter_holds_nothing_and_comes_before_newcomers() -> None:
+    """While a task waits the bucket owes nothing (``available`` is never
+    negative), yet its tokens are not free for newcomers; cancelled, it leaves
+    the bucket as it found it."""
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1, burst=2, clock=clock)
+    await limiter.acquire(2)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire, 2)  # due at t=2
+            await all_blocked()
+            assert limiter.available == 0
+            clock._now += 1  # time passes without waking the waiter
+            assert limiter.available == 1
+            with pytest.raises(anyio.WouldBlock):
+                limiter.acquire_nowait()  # the waiter comes first
+            assert not limiter._take(clock.current_time(), 1)
+            tg.cancel_scope.cancel()
+    assert limiter.available == 1  # nothing reserved, nothing lost
+    limiter.acquire_nowait()
+    assert limiter.available == 0

@@ -338,10 +338,10 @@ async def test_batch_process_cancelled_inside_async_with() -> None:
     [
         ((42, noop), TypeError, "items must be an iterable or an async iterable"),
         ((None, noop), TypeError, "items must be an iterable"),
-        (([1], print), TypeError, "worker_func must be an async function"),
+        (([1], "print"), TypeError, "worker_func must be callable"),
         (([1], noop, 0), ValueError, "num_workers must be at least 1, got 0"),
         (([1], noop, True), TypeError, "num_workers must be an int"),
-        (([1], noop, 1, print), TypeError, "error_handler must be an async function"),
+        (([1], noop, 1, 7), TypeError, "error_handler must be callable"),
     ],
 )
 async def test_batch_process_validates(

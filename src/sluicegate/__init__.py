@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ._config import QueueConfig
 from ._events import Event, Execution, ExecutionStatus
-from ._exceptions import QueueError, QueueStateError
+from ._exceptions import QueueError, QueueStateError, StrayCancellationError
 from ._executor import Executor
 from ._protocols import QueueProtocol
 from ._queue import BoundedQueue, QueueStatus
@@ -27,5 +27,6 @@ __all__ = [
     "QueueStateError",
     "QueueStatus",
     "RateLimiter",
+    "StrayCancellationError",
     "WorkQueue",
 ]

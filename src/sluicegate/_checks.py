@@ -7,9 +7,8 @@ the fix.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 
@@ -59,28 +58,35 @@ def check_iterable(name: str, value: object) -> None:
         )
 
 
-def is_async_callable(value: object) -> bool:
-    """True for an async function, a partial of one, or an async __call__ object."""
-    if inspect.iscoroutinefunction(value):
-        return True
-    call = getattr(value, "__call__", None)  # noqa: B004 - we want the method itself
-    return call is not None and inspect.iscoroutinefunction(call)
+class NotAwaitableError(TypeError):
+    """A worker function or error handler returned something not awaitable."""
 
 
-def check_async_callable(name: str, value: Any, *, allow_none: bool = False) -> Any:
-    """Return ``value`` if it is an async callable (or None where allowed)."""
+def check_callable(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Return ``value`` if it is callable (or None where allowed).
+
+    Any callable is taken, as AnyIO's ``start_soon`` takes one: whether a call
+    returns an awaitable is only known once it is made (a lambda or a plain
+    decorator around an async function returns one).
+    """
     if value is None and allow_none:
         return None
     if not callable(value):
-        raise TypeError(f"{name} must be an async function, got {value!r}")
-    if not is_async_callable(value):
         raise TypeError(
-            f"{name} must be an async function (defined with `async def`), got "
-            f"the plain callable {_describe(value)}; wrap blocking code with "
-            "`anyio.to_thread.run_sync` inside an async function"
+            f"{name} must be callable (an async function, say), got {value!r} "
+            f"({type(value).__name__})"
         )
     return value
 
 
-def _describe(value: Callable[..., object]) -> str:
+def not_awaitable(name: str, func: object, result: object) -> NotAwaitableError:
+    """The error for a call of ``func`` that returned the non-awaitable ``result``."""
+    return NotAwaitableError(
+        f"{name} {_describe(func)} returned {type(result).__name__} {result!r}, "
+        "which is not awaitable: it must return an awaitable (define it with "
+        "`async def`; run blocking code with `anyio.to_thread.run_sync`)"
+    )
+
+
+def _describe(value: object) -> str:
     return getattr(value, "__qualname__", None) or repr(value)

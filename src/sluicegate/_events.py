@@ -54,6 +54,7 @@ class Event(ABC):
     def __init__(self) -> None:
         self._id: uuid.UUID | None = None
         self.execution: Execution = Execution()
+        self._executor: object | None = None  # the Executor given this event
 
     @property
     def id(self) -> uuid.UUID:

@@ -7,7 +7,9 @@ import sys
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
-__all__ = ["QueueError", "QueueStateError"]
+from anyio import current_effective_deadline, current_time, get_cancelled_exc_class
+
+__all__ = ["QueueError", "QueueStateError", "StrayCancellationError"]
 
 
 class QueueError(Exception):
@@ -19,6 +21,38 @@ class QueueStateError(QueueError, RuntimeError):
 
     The message says what state the object is in and what to do instead.
     """
+
+
+class StrayCancellationError(QueueError):
+    """A worker function raised the event loop's cancellation exception although
+    nothing had cancelled it.
+
+    On asyncio, ``await`` on a task that someone else cancelled raises
+    ``asyncio.CancelledError`` in the awaiting task too, and some libraries leak
+    one. Let through, it would look like the cancellation of the task group
+    that runs the workers, and end it silently. sluicegate counts it as that
+    item's failure instead (the item is processed, with an error); the original
+    exception is this one's ``__cause__``.
+    """
+
+
+def stray_cancellation(exc: BaseException) -> StrayCancellationError | None:
+    """Wrap ``exc`` if it is a cancellation exception that no cancel scope sent.
+
+    Returns None for anything else, including a real cancellation: one whose
+    enclosing cancel scope has been cancelled or has passed its deadline. Call
+    it in the task that caught ``exc``.
+    """
+    if not isinstance(exc, get_cancelled_exc_class()):
+        return None
+    if current_effective_deadline() <= current_time():
+        return None  # a scope around us was cancelled (-inf) or has expired
+    error = StrayCancellationError(
+        f"{type(exc).__name__} was raised, but nothing had cancelled this task: "
+        "counted as the item's failure (see the __cause__)"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

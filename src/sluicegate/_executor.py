@@ -14,7 +14,7 @@ from anyio.lowlevel import current_token
 from ._checks import check_iterable
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
-from ._exceptions import QueueStateError
+from ._exceptions import QueueStateError, stray_cancellation
 from ._feed import feed
 from ._queue import QueueStatus, _Default
 from ._rate_limit import Clock, RateLimiter
@@ -97,6 +97,12 @@ class Executor(Scoped, Generic[E]):
         self._queue: WorkQueue[E] = WorkQueue.from_config(queue_config, logger=logger)
         self._num_workers = queue_config.concurrency_limit or 1
         self._pending: deque[E] = deque()
+        # Events taken from `_pending` (or drawn from a batch) that the queue has
+        # not accepted yet: still pending, so that each event is counted somewhere.
+        self._drawn: list[E] = []
+        # However the queue reaches STOPPED (a cancelled stop included), what can
+        # no longer run is marked CANCELLED.
+        self._queue.queue._on_stopped = self._cancel_leftovers
         self._completed: list[E] = []
         self._failed: list[E] = []
         self._cancelled: list[E] = []
@@ -125,8 +131,8 @@ class Executor(Scoped, Generic[E]):
 
     @property
     def pending_events(self) -> list[E]:
-        """Events appended and not yet forwarded to the queue."""
-        return list(self._pending)
+        """Events appended (or drawn by a batch) that the queue has not accepted."""
+        return self._drawn + list(self._pending)
 
     @property
     def completed_events(self) -> list[E]:
@@ -148,14 +154,19 @@ class Executor(Scoped, Generic[E]):
     def is_all_processed(self) -> bool:
         """True when no event is pending, buffered or running."""
         queue = self._queue.queue
-        return not self._pending and queue.size == 0 and queue.in_flight == 0
+        return (
+            not self._pending
+            and not self._drawn
+            and queue.size == 0
+            and queue.in_flight == 0
+        )
 
     @property
     def metrics(self) -> dict[str, int]:
         """The queue's counters plus ``pending``, ``completed``, ``failed`` and
         ``cancelled`` event counts; a fresh dict on every read."""
         metrics = self._queue.metrics
-        metrics["pending"] = len(self._pending)
+        metrics["pending"] = len(self._pending) + len(self._drawn)
         metrics["completed"] = len(self._completed)
         metrics["failed"] = len(self._failed)
         metrics["cancelled"] = len(self._cancelled)
@@ -169,8 +180,11 @@ class Executor(Scoped, Generic[E]):
 
         Raises:
             TypeError: event is not an instance of the executor's event type.
+            ValueError: this executor already holds the event or has run it (an
+                event is invoked once; make a new one to run it again).
         """
         self._check_event(event)
+        self._claim(event)
         self._pending.append(event)
 
     async def forward(self) -> None:
@@ -182,14 +196,21 @@ class Executor(Scoped, Generic[E]):
         Raises:
             QueueStateError: the executor is not running.
         """
-        put = self._queue.queue.put
         while self._pending:
             event = self._pending.popleft()
             try:
-                await put(event, None)
+                await self._put_drawn(event, None)
             except BaseException:
                 self._pending.appendleft(event)  # put is atomic: not accepted
                 raise
+
+    async def _put_drawn(self, event: E, timeout: None) -> bool:
+        """Put an event taken from pending or a batch, counting it as pending."""
+        self._drawn.append(event)
+        try:
+            return await self._queue.queue.put(event, timeout)
+        finally:
+            self._drawn.remove(event)
 
     async def put(
         self, event: E, timeout: float | _Default | None = _Default.TIMEOUT
@@ -201,10 +222,18 @@ class Executor(Scoped, Generic[E]):
 
         Raises:
             TypeError: event is not an instance of the executor's event type.
+            ValueError: this executor already holds the event or has run it.
             QueueStateError: the executor is not running.
         """
         self._check_event(event)
-        return await self._queue.put(event, timeout)
+        self._claim(event)
+        accepted = False
+        try:
+            accepted = await self._queue.put(event, timeout)
+        finally:
+            if not accepted:
+                event._executor = None  # not recorded: it may be put again
+        return accepted
 
     async def batch_process(self, events: Iterable[E] | AsyncIterable[E]) -> None:
         """Run every event of ``events`` and return when all are processed.
@@ -231,8 +260,23 @@ class Executor(Scoped, Generic[E]):
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
         # An event drawn but refused (the put was cancelled) is never run.
-        await feed(events, self._queue.queue.put, self._check_event, self._cancel)
+        await feed(events, self._put_drawn, self._check_new_event, self._cancel)
         await self._queue.join()
+
+    def _check_new_event(self, event: object) -> None:
+        self._check_event(event)
+        self._claim(event)  # type: ignore[arg-type]
+
+    def _claim(self, event: E) -> None:
+        """Record ``event`` as this executor's; refuse one already given to one."""
+        owner = getattr(event, "_executor", None)
+        if owner is not None:
+            where = "this executor" if owner is self else "another executor"
+            raise ValueError(
+                f"event {event!r} was already given to {where} (it is invoked "
+                "once): create a new event to run the work again"
+            )
+        event._executor = self
 
     def _check_event(self, event: object) -> None:
         if not isinstance(event, self._event_type):
@@ -274,8 +318,10 @@ class Executor(Scoped, Generic[E]):
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the workers as `BoundedQueue.stop` does; events that did not run
         (pending, buffered, or cancelled in flight) are marked CANCELLED."""
-        await self._queue.stop(timeout)
-        self._cancel_leftovers()
+        try:
+            await self._queue.stop(timeout)
+        finally:
+            self._cancel_leftovers()
 
     async def join(self) -> None:
         """Forward pending events, then wait until every queued event is
@@ -330,9 +376,15 @@ class Executor(Scoped, Generic[E]):
             execution.error = exc
             self._failed.append(event)
             raise  # the queue counts it as processed and as an error
-        except BaseException:
-            self._cancel(event)
-            raise
+        except BaseException as exc:
+            stray = stray_cancellation(exc)
+            if stray is None:
+                self._cancel(event)
+                raise
+            execution.status = ExecutionStatus.FAILED
+            execution.error = stray
+            self._failed.append(event)
+            raise stray from exc
         execution.status = ExecutionStatus.COMPLETED
         self._completed.append(event)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from inspect import isawaitable
 from typing import Final, Generic, TypeVar
 
 from anyio import (
@@ -26,20 +26,23 @@ from anyio import (
     WouldBlock,
     create_memory_object_stream,
     create_task_group,
-    get_current_task,
     move_on_after,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from ._checks import (
-    check_async_callable,
+    NotAwaitableError,
+    check_callable,
     check_int,
     check_optional_int,
     check_seconds,
+    not_awaitable,
 )
-from ._exceptions import QueueStateError, sole_exception
+from ._exceptions import QueueStateError, sole_exception, stray_cancellation
 from ._scoped import Scoped
+from ._waiters import WaiterLine
+from ._workers import Worker, WorkerPool
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # installed with anyio there
@@ -73,19 +76,6 @@ _DEFAULT: Final = _Default.TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
-class _Worker:
-    """One worker task's handle: how to ask it to end, and how to see it has."""
-
-    __slots__ = ("busy", "done", "scope", "stopping", "task_id")
-
-    def __init__(self) -> None:
-        self.scope = CancelScope()
-        self.done = Event()
-        self.stopping = False
-        self.busy = False  # holds an item (from taking it until it is handled)
-        self.task_id: int | None = None
-
-
 class BoundedQueue(Scoped, Generic[T]):
     """A queue of at most ``maxsize`` items, handled by a pool of workers.
 
@@ -102,6 +92,10 @@ class BoundedQueue(Scoped, Generic[T]):
     Nothing is lost: at every moment ``enqueued == processed + size + in flight +
     len(unprocessed)``. Items still buffered when the queue stops, or cancelled
     while being handled, are listed in `unprocessed` and never counted as processed.
+
+    Who is served first: blocked producers in the order they started waiting;
+    parked `get` callers in the order they started waiting, before idle workers;
+    idle workers most recently idle first (it keeps few of them busy and warm).
 
     Args:
         maxsize: How many items the buffer holds, at least 1.
@@ -135,6 +129,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._limiter = CapacityLimiter(_tokens(limit))
         self._limit_lowered = False
         self._status = QueueStatus.IDLE
+        self._run = 0  # counts starts: a waiter from an earlier run is refused
         # The stream exists only while the queue runs: a closed pair stands in
         # before start and after stop, so an unused queue leaves nothing unclosed.
         self._send, self._receive = create_memory_object_stream[T](maxsize)
@@ -149,15 +144,17 @@ class BoundedQueue(Scoped, Generic[T]):
         self._in_flight = 0
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
-        # Parked tasks. Consumers are a stack: the most recently idle one is woken
-        # first, and only when no consumer already woken will take the item.
-        self._idle_consumers: list[Event] = []
-        self._woken_consumers = 0
-        self._blocked_producers: deque[Event] = deque()
+        # Parked tasks. A consumer is woken only when no consumer already woken
+        # will take the item; get() callers before idle workers.
+        self._producers = WaiterLine(on_lost_wake=self._wake_producer)
+        self._getters = WaiterLine(on_lost_wake=self._wake_consumer)
+        self._idle_workers = WaiterLine(lifo=True, on_lost_wake=self._wake_consumer)
         self._join_event: Event | None = None
-        self._workers: set[_Worker] = set()
+        self._pool = WorkerPool(on_empty=self._last_worker_left)
         self._task_group: TaskGroup | None = None
+        self._on_stopped: Callable[[], object] | None = None  # for an Executor
         self._fast_puts = 0
+        self._said_not_awaitable = False
 
     # -- properties -------------------------------------------------------------
 
@@ -194,7 +191,7 @@ class BoundedQueue(Scoped, Generic[T]):
     @property
     def worker_count(self) -> int:
         """How many workers are running."""
-        return len(self._workers)
+        return len(self._pool.workers)
 
     @property
     def unprocessed(self) -> list[T]:
@@ -212,15 +209,19 @@ class BoundedQueue(Scoped, Generic[T]):
 
     @property
     def concurrency_limit(self) -> int | None:
-        """How many items may be handled at once (None: one per worker)."""
+        """How many items may be handled at once (None: one per worker).
+
+        Once the setter returns, no new item starts while ``concurrency_limit`` or
+        more are being handled; items already running when it is lowered finish.
+        """
         return self._concurrency_limit
 
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:
         limit = check_optional_int("concurrency_limit", value, minimum=1)
         if _tokens(limit) < _tokens(self._concurrency_limit):
-            # Workers holding tokens give back the excess as they finish items;
-            # until then each checks the limiter after every item.
+            # Workers holding tokens give back the excess before their next item;
+            # until the limiter lends no more than the limit, each checks.
             self._limit_lowered = True
         self._concurrency_limit = limit
         self._limiter.total_tokens = _tokens(limit)
@@ -248,6 +249,8 @@ class BoundedQueue(Scoped, Generic[T]):
         """Move the queue to PROCESSING so it accepts items. Idempotent.
 
         A STOPPED queue starts again, with its counters and `unprocessed` kept.
+        Puts and gets that were waiting when it stopped have been refused; they
+        never carry over into the new run.
 
         Raises:
             QueueStateError: the queue is STOPPING.
@@ -263,6 +266,7 @@ class BoundedQueue(Scoped, Generic[T]):
         # uses it, and a stopped queue may be started again in another.
         self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
         self._limit_lowered = False
+        self._run += 1
         self._status = QueueStatus.PROCESSING
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -274,40 +278,51 @@ class BoundedQueue(Scoped, Generic[T]):
         cancelled. Items left in the buffer or cancelled in flight end up in
         `unprocessed`. Calling stop on a stopped queue does nothing.
 
+        Several tasks may call stop at once (from outside, from worker functions,
+        from error handlers): they share one stop and all return. Called from a
+        worker, stop does not wait for that worker (it ends once its item is
+        done), nor for other workers that are themselves inside stop.
+
         If stop itself is cancelled, the workers are cancelled too and the queue
         reaches STOPPED as soon as they have ended.
 
-        A worker function may stop its own queue (it is not waited for; it ends
-        once its item is done), but a task it started and waits for must not call
-        stop without a timeout: stop would wait for the worker, which waits for it.
+        A task that a worker started and waits for must not call stop without a
+        timeout: stop would wait for the worker, which waits for it.
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
         if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
             self._finalize()
             return
         self._status = QueueStatus.STOPPING
-        self._wake_producers()
-        try:
-            await self._end_workers(list(self._workers), timeout)
-        except BaseException:
-            self._cancel_workers()
-            raise
+        self._producers.wake_all()
+        self._getters.wake_all()
+        await self._end_workers(list(self._pool.workers), timeout)
         self._finalize()
 
     async def join(self) -> None:
         """Wait until every accepted item is processed or the queue has stopped."""
-        await self._join(while_workers=False)
+        await self._join(while_consumers=False)
 
-    async def _join(self, *, while_workers: bool) -> None:
-        """`join`; with ``while_workers``, stop waiting too once no worker is left."""
+    async def _join(self, *, while_consumers: bool) -> None:
+        """`join`; with ``while_consumers``, stop waiting too once nobody consumes.
+
+        Consumers are workers, parked `get` callers and items taken by `get` and
+        not yet marked done: with none of them, no buffered item will be taken.
+        """
         while (
             self._unfinished()
             and self._status is not QueueStatus.STOPPED
-            and (self._workers or not while_workers)
+            and (not while_consumers or self._consuming())
         ):
             if self._join_event is None:
                 self._join_event = Event()
             await self._join_event.wait()
+
+    def _consuming(self) -> bool:
+        getters = self._getters
+        return bool(
+            self._pool.workers or getters.parked or getters.woken or self._taken_by_get
+        )
 
     def _release_joiners(self) -> None:
         """Wake every `join` waiter; each looks again at what it waits for."""
@@ -325,12 +340,12 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._task_group = tg
                 try:
                     yield
-                    await self._join(while_workers=True)
+                    await self._join(while_consumers=True)
                     await self.stop()
                 except BaseException:
                     self._abort()
                     with CancelScope(shield=True):
-                        await self._wait_workers(list(self._workers))
+                        await self._pool.wait(list(self._pool.workers))
                     raise
         except BaseExceptionGroup as group:
             # The task group wrapped the one exception that ended the block.
@@ -358,9 +373,14 @@ class BoundedQueue(Scoped, Generic[T]):
         Atomic under cancellation: if put raises, the item was not accepted and
         will never be processed.
 
+        A worker function that puts into its own queue with ``timeout=None`` can
+        wait forever: if every worker does so on a full queue, no one is left to
+        make room. Give such a put a timeout (and handle False), or put into a
+        second queue.
+
         Raises:
             QueueStateError: the queue is not PROCESSING (also if it stops while
-                this put waits).
+                this put waits, even if it is started again before the put wakes).
         """
         if timeout is _DEFAULT:
             timeout = self._timeout
@@ -371,8 +391,9 @@ class BoundedQueue(Scoped, Generic[T]):
         self._fast_puts += 1
         if self._fast_puts >= _YIELD_EVERY:
             self._fast_puts = 0
+            run = self._run
             await checkpoint()
-            self._check_running("put")
+            self._check_run("put", run)
         try:
             self._send.send_nowait(item)
         except WouldBlock:
@@ -394,9 +415,10 @@ class BoundedQueue(Scoped, Generic[T]):
         return False
 
     async def _put_when_room(self, item: T) -> None:
+        run = self._run
         while True:
-            await self._park_producer()
-            self._check_running("put")
+            await self._producers.park()
+            self._check_run("put", run)
             try:
                 self._send.send_nowait(item)
             except WouldBlock:
@@ -404,39 +426,32 @@ class BoundedQueue(Scoped, Generic[T]):
             self._accepted()
             return
 
-    async def _park_producer(self) -> None:
-        event = Event()
-        self._blocked_producers.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():
-                # Woken for a free slot but leaving: hand the wake-up on.
-                self._wake_producer()
-            else:
-                self._blocked_producers.remove(event)
-            raise
-
     def _accepted(self) -> None:
         self._enqueued += 1
         self._size += 1
-        if self._idle_consumers:
+        if self._getters.parked or self._idle_workers.parked:
             self._wake_consumer()
 
     def _wake_producer(self) -> None:
-        if self._blocked_producers and self._size < self._maxsize:
-            self._blocked_producers.popleft().set()
+        if self._size < self._maxsize:
+            self._producers.wake_one()
 
-    def _wake_producers(self) -> None:
-        while self._blocked_producers:
-            self._blocked_producers.popleft().set()
+    def _record_refused(self, item: T) -> None:
+        """Record an item drawn for this queue (by a batch) that was never put.
+
+        It is counted as enqueued and listed in `unprocessed`, so that every item
+        read from a batch's iterable ends processed or listed.
+        """
+        self._enqueued += 1
+        self._unprocessed.append(item)
 
     # -- consumers --------------------------------------------------------------
 
     async def get(self) -> T:
         """Take the next item, waiting until there is one.
 
-        Pair every get with a `task_done` once the item is handled. Atomic under
+        Pair every get with a `task_done` once the item is handled. Parked get
+        callers are served in the order they started waiting. Atomic under
         cancellation: if get raises, no item was taken.
 
         Raises:
@@ -444,12 +459,17 @@ class BoundedQueue(Scoped, Generic[T]):
                 this get waits).
         """
         self._check_running("get")
+        run = self._run
         while True:
             try:
                 item = self._take_nowait()
             except WouldBlock:
-                await self._park_consumer()
-                self._check_running("get")
+                try:
+                    await self._getters.park()
+                except BaseException:
+                    self._release_joiners()  # one consumer fewer
+                    raise
+                self._check_run("get", run)
                 continue
             self._taken_by_get += 1
             return item
@@ -464,39 +484,26 @@ class BoundedQueue(Scoped, Generic[T]):
             raise ValueError("task_done() called more times than items taken by get()")
         self._taken_by_get -= 1
         self._finished()
+        if not self._taken_by_get:
+            self._release_joiners()  # the `async with` exit may stop waiting
 
     def _take_nowait(self) -> T:
         item = self._receive.receive_nowait()
         self._size -= 1
         self._in_flight += 1
-        if self._blocked_producers:
-            self._blocked_producers.popleft().set()
+        if self._producers.parked:
+            self._producers.wake_one()
         return item
 
-    async def _park_consumer(self) -> None:
-        event = Event()
-        self._idle_consumers.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():
-                self._woken_consumers -= 1
-                self._wake_consumer()  # hand the wake-up on
-            else:
-                self._idle_consumers.remove(event)
-            raise
-        self._woken_consumers -= 1
-
     def _wake_consumer(self) -> None:
-        if self._idle_consumers and self._woken_consumers < self._size:
-            self._woken_consumers += 1
-            self._idle_consumers.pop().set()
-
-    def _wake_consumers(self) -> None:
-        self._woken_consumers += len(self._idle_consumers)
-        for event in self._idle_consumers:
-            event.set()
-        self._idle_consumers.clear()
+        getters = self._getters
+        idle = self._idle_workers
+        if getters.woken + idle.woken >= self._size:
+            return  # those already woken will take every buffered item
+        if getters.parked:
+            getters.wake_one()
+        else:
+            idle.wake_one()
 
     def _finished(self) -> None:
         self._processed += 1
@@ -525,24 +532,33 @@ class BoundedQueue(Scoped, Generic[T]):
     ) -> None:
         """Start ``num_workers`` workers that await ``worker_func(item)`` per item.
 
+        ``worker_func`` is any callable returning an awaitable (an async function,
+        a lambda or partial around one, an async function behind a plain
+        decorator); if a call returns something else, that item fails with a
+        TypeError naming the function, and the log says so once.
+
         A worker_func that raises an Exception counts as processed and as an
-        error; ``error_handler(exc, item)`` is then awaited if given (if it raises
-        too, that is logged) and the worker goes on. Other BaseExceptions (such as
-        KeyboardInterrupt) leave the item unprocessed and propagate.
+        error once ``error_handler(exc, item)`` (if given) has returned; if the
+        handler raises too, that is logged, and the worker goes on. A
+        cancellation exception raised although nothing cancelled the worker
+        (asyncio's CancelledError from awaiting a cancelled task, say) is such a
+        failure too, reported as `StrayCancellationError`. Other BaseExceptions
+        (KeyboardInterrupt, a real cancellation) leave the item unprocessed and
+        propagate.
 
         The workers run in ``task_group`` if given, else in the task group of the
         enclosing ``async with queue:``.
 
         Raises:
-            TypeError: worker_func or error_handler is not an async function, or
+            TypeError: worker_func or error_handler is not callable, or
                 num_workers is not an int.
             ValueError: num_workers < 1.
             QueueStateError: the queue is not PROCESSING, or there is no task group
                 to run the workers in.
         """
-        check_async_callable("worker_func", worker_func)
+        check_callable("worker_func", worker_func)
         check_int("num_workers", num_workers, minimum=1)
-        check_async_callable("error_handler", error_handler, allow_none=True)
+        check_callable("error_handler", error_handler, allow_none=True)
         if task_group is not None and not isinstance(task_group, TaskGroup):
             raise TypeError(
                 f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
@@ -563,18 +579,11 @@ class BoundedQueue(Scoped, Generic[T]):
         worker_func: WorkerFunc[T],
         num_workers: int,
         error_handler: ErrorHandler[T] | None,
-    ) -> list[_Worker]:
+    ) -> list[Worker]:
         """Start workers in ``group`` (arguments already checked); return them."""
-        workers = [_Worker() for _ in range(num_workers)]
-        for worker in workers:
-            # Registered first: an eager task factory may run it inside start_soon.
-            self._workers.add(worker)
-            try:
-                group.start_soon(self._run_worker, worker, worker_func, error_handler)
-            except BaseException:
-                self._workers.discard(worker)
-                raise
-        return workers
+        return self._pool.spawn(
+            group, num_workers, self._run_worker, worker_func, error_handler
+        )
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -582,20 +591,15 @@ class BoundedQueue(Scoped, Generic[T]):
         Idle workers end at once; each busy one finishes the item it holds, and
         after ``timeout`` seconds (None: no limit) items still being handled are
         cancelled and listed in `unprocessed`. Returns when `worker_count` is 0,
-        or, called from a worker function, when every other worker has ended (the
-        calling worker ends once its item is done).
+        or, called from a worker function, when every other worker has ended or
+        is itself stopping (the calling worker ends once its item is done).
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
-        workers = list(self._workers)
-        try:
-            await self._end_workers(workers, timeout)
-        except BaseException:
-            self._cancel_workers(workers)
-            raise
+        await self._end_workers(list(self._pool.workers), timeout)
 
     async def _run_worker(
         self,
-        worker: _Worker,
+        worker: Worker,
         func: WorkerFunc[T],
         on_error: ErrorHandler[T] | None,
     ) -> None:
@@ -604,8 +608,9 @@ class BoundedQueue(Scoped, Generic[T]):
         The loop is written out in one coroutine on purpose: every await nested
         in the worker costs a frame on each resume, and this is the hot path.
         """
-        worker.task_id = get_current_task().id
+        self._pool.entered(worker)
         limiter = self._limiter
+        idle = self._idle_workers
         try:
             with worker.scope:
                 while not worker.stopping:
@@ -621,25 +626,28 @@ class BoundedQueue(Scoped, Generic[T]):
                     try:
                         handled = 0
                         while not worker.stopping:
+                            if self._limit_lowered and self._over_limit():
+                                break
                             try:
                                 item = self._take_nowait()
                             except WouldBlock:
                                 break
                             worker.busy = True
+                            call: Awaitable[object] | None = None
                             try:
-                                await func(item)
+                                call = func(item)
+                                await call
                             except Exception as exc:
-                                self._errors += 1
-                                self._finished()
-                                await self._report(exc, item, on_error)
-                            except BaseException:
-                                self._abandoned(item)
-                                raise
+                                await self._failed(exc, item, func, call, on_error)
+                            except BaseException as exc:
+                                stray = stray_cancellation(exc)
+                                if stray is None:
+                                    self._abandoned(item)
+                                    raise
+                                await self._failed(stray, item, func, call, on_error)
                             else:
                                 self._finished()
                             worker.busy = False
-                            if self._limit_lowered and self._over_limit():
-                                break
                             handled += 1
                             if handled == _YIELD_EVERY:
                                 handled = 0
@@ -647,19 +655,16 @@ class BoundedQueue(Scoped, Generic[T]):
                     finally:
                         limiter.release()
                     if not worker.stopping and not self._size:
-                        await self._park_consumer()
+                        await idle.park()
         finally:
-            self._worker_left(worker)
+            self._pool.left(worker)
 
-    def _worker_left(self, worker: _Worker) -> None:
-        self._workers.discard(worker)
-        worker.done.set()
-        if not self._workers:
-            if self._status is QueueStatus.STOPPING:
-                self._finalize()
-            else:
-                # Wake the `async with` exit: no worker is left to wait for.
-                self._release_joiners()
+    def _last_worker_left(self) -> None:
+        if self._status is QueueStatus.STOPPING:
+            self._finalize()
+        else:
+            # Wake the `async with` exit: no worker is left to wait for.
+            self._release_joiners()
 
     def _over_limit(self) -> bool:
         """True while more tokens are lent than a lowered limit allows."""
@@ -670,43 +675,58 @@ class BoundedQueue(Scoped, Generic[T]):
         self._limit_lowered = False
         return False
 
+    async def _failed(
+        self,
+        exc: Exception,
+        item: T,
+        func: object,
+        call: object,
+        on_error: ErrorHandler[T] | None,
+    ) -> None:
+        """Count ``item`` as processed with an error, once its handler has run.
+
+        If the handler is cancelled, the item is unprocessed instead.
+        """
+        if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
+            exc = not_awaitable("worker_func", func, call)
+        if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
+            self._said_not_awaitable = True
+            self._logger.warning("%s", exc)
+        try:
+            await self._report(exc, item, on_error)
+        except BaseException:
+            self._abandoned(item)
+            raise
+        self._errors += 1
+        self._finished()
+
     async def _report(
         self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
     ) -> None:
         if on_error is None:
             self._logger.error("worker_func failed on %r", item, exc_info=exc)
             return
+        call: Awaitable[object] | None = None
         try:
-            await on_error(exc, item)
-        except Exception:
-            self._logger.exception("error_handler failed on %r", item)
+            call = on_error(exc, item)
+            await call
+        except Exception as handler_exc:
+            if not isawaitable(call) and isinstance(handler_exc, TypeError):
+                handler_exc = not_awaitable("error_handler", on_error, call)
+            self._logger.error("error_handler failed on %r", item, exc_info=handler_exc)
+        except BaseException as handler_exc:
+            stray = stray_cancellation(handler_exc)
+            if stray is None:
+                raise
+            self._logger.error("error_handler failed on %r", item, exc_info=stray)
 
-    async def _end_workers(self, workers: list[_Worker], timeout: float | None) -> None:
-        for worker in workers:
-            worker.stopping = True
-        self._wake_consumers()
-        # A worker function that stops its own queue must not wait for, or cancel,
-        # itself: it ends when its item is done.
-        me = get_current_task().id
-        workers = [worker for worker in workers if worker.task_id != me]
-        # A worker that holds no item has nothing to finish: end it now, wherever
-        # it waits (parked, or on the concurrency limiter).
-        for worker in workers:
-            if not worker.busy:
-                worker.scope.cancel()
-        with move_on_after(timeout):
-            await self._wait_workers(workers)
-        self._cancel_workers(workers)
-        await self._wait_workers(workers)
-
-    async def _wait_workers(self, workers: list[_Worker]) -> None:
-        for worker in workers:
-            await worker.done.wait()
-
-    def _cancel_workers(self, workers: list[_Worker] | None = None) -> None:
-        for worker in self._workers if workers is None else workers:
-            worker.stopping = True
-            worker.scope.cancel()
+    async def _end_workers(self, workers: list[Worker], timeout: float | None) -> None:
+        self._idle_workers.wake_all()
+        try:
+            await self._pool.end(workers, timeout)
+        except BaseException:
+            self._pool.cancel(workers)
+            raise
 
     # -- state ------------------------------------------------------------------
 
@@ -714,9 +734,10 @@ class BoundedQueue(Scoped, Generic[T]):
         """Stop at once: refuse new work and cancel every worker."""
         if self._status is QueueStatus.PROCESSING:
             self._status = QueueStatus.STOPPING
-        self._wake_producers()
-        self._wake_consumers()
-        self._cancel_workers()
+        self._producers.wake_all()
+        self._getters.wake_all()
+        self._idle_workers.wake_all()
+        self._pool.cancel()
 
     def _finalize(self) -> None:
         """Move whatever is left in the buffer to `unprocessed` and become STOPPED."""
@@ -731,9 +752,22 @@ class BoundedQueue(Scoped, Generic[T]):
         self._send.close()
         self._receive.close()
         self._status = QueueStatus.STOPPED
-        self._wake_producers()
-        self._wake_consumers()
+        self._producers.wake_all()
+        self._getters.wake_all()
+        self._idle_workers.wake_all()
         self._release_joiners()
+        if self._on_stopped is not None:
+            self._on_stopped()
+
+    def _check_run(self, operation: str, run: int) -> None:
+        """Raise unless the queue is still in the run that ``operation`` began in."""
+        if self._run != run and self._status is _PROCESSING:
+            raise QueueStateError(
+                f"cannot {operation}(): the queue was stopped while this call "
+                "waited (it has been started again since; call again to use the "
+                "new run)"
+            )
+        self._check_running(operation)
 
     def _check_running(self, operation: str) -> None:
         if self._status is _PROCESSING:

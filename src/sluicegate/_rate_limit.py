@@ -1,4 +1,4 @@
-"""RateLimiter: a token bucket whose waiters reserve their turn."""
+"""RateLimiter: a token bucket; waiters queue in FIFO order, only the head sleeps."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Protocol
 
 import anyio
 from anyio import WouldBlock
+
+from ._waiters import WaiterLine
 
 __all__ = ["Clock", "RateLimiter"]
 
@@ -40,11 +42,20 @@ class RateLimiter:
     """A token bucket: ``rate`` tokens per ``period`` seconds, ``burst`` at most.
 
     The bucket starts full and refills continuously. `acquire` takes tokens at
-    once when the bucket has them; otherwise the caller reserves its tokens (the
-    bucket goes into debt) and sleeps until the refill has paid for them. Each
-    waiter therefore wakes at its own time, in the order it arrived, and in any
-    window of t seconds at most ``burst + rate * t / period`` tokens are granted,
-    however many tasks wait. A cancelled acquire gives its reservation back.
+    once when nobody waits and the bucket has them. Otherwise the caller joins a
+    line served in arrival order (FIFO): only the task at the head sleeps, until
+    the bucket will hold its tokens; it takes them from the bucket at the time
+    it actually wakes, then hands the head of the line to the next waiter. A
+    newcomer never jumps the line, and a cancelled or timed-out acquire simply
+    leaves it: nothing was reserved for it, nothing is wasted, and the waiters
+    behind it move up.
+
+    Tokens leave the bucket at the moment `acquire` returns, so in any window of
+    t seconds at most ``burst + rate * t / period`` tokens are granted, counted
+    on the times `acquire` returns, however many tasks wait and however late the
+    event loop runs them. After a stall (blocking work, a GC pause) the bucket
+    holds at most ``burst`` tokens: that many are granted at once, and the
+    waiters after them follow at the rate.
 
     One limiter may be shared by several queues and executors (in one event
     loop), to cap their combined rate.
@@ -88,7 +99,10 @@ class RateLimiter:
         self._clock: Clock = _AnyIOClock() if clock is None else clock
         self._tokens = self._burst
         self._updated: float | None = None
-        self._reservations = 0  # how many waiters have reserved, ever
+        # True while a task holds the head of the line, or has been woken to take
+        # it and has not run yet; anyone parked in the line implies it.
+        self._has_head = False
+        self._line = WaiterLine(on_lost_wake=self._pass_the_head)
 
     @property
     def rate(self) -> float:
@@ -107,19 +121,21 @@ class RateLimiter:
 
     @property
     def available(self) -> float:
-        """Tokens in the bucket now; negative while waiters hold reservations.
+        """Tokens in the bucket now: from 0 to `burst`.
 
-        Reads the clock, so (with the default clock) read it inside the event loop.
+        While tasks wait these are not free for the taking: the head of the line
+        takes them when it wakes. Reads the clock, so (with the default clock)
+        read it inside the event loop.
         """
         self._refill(self._clock.current_time())
         return self._tokens
 
     def acquire_nowait(self, tokens: float = 1) -> None:
-        """Take ``tokens`` if the bucket has them now, without yielding.
+        """Take ``tokens`` if nobody waits and the bucket has them, without yielding.
 
         Raises:
-            anyio.WouldBlock: the bucket has too few tokens (or waiters hold
-                reservations); nothing was taken or reserved.
+            anyio.WouldBlock: the bucket has too few tokens, or tasks wait in
+                `acquire` (they come first); nothing was taken.
             TypeError, ValueError: as for `acquire`.
         """
         if type(tokens) is not int or tokens != 1:
@@ -134,7 +150,10 @@ class RateLimiter:
         return self._clock is clock
 
     def _take(self, now: float, tokens: float) -> bool:
-        """Take ``tokens`` at time ``now`` if the bucket has them; else False."""
+        """Take ``tokens`` at time ``now`` if nobody waits and the bucket has
+        them; else False."""
+        if self._has_head:
+            return False
         self._refill(now)
         if self._tokens < tokens:
             return False
@@ -142,12 +161,15 @@ class RateLimiter:
         return True
 
     async def acquire(self, tokens: float = 1) -> None:
-        """Take ``tokens`` from the bucket, waiting for the refill if needed.
+        """Take ``tokens`` from the bucket, waiting in line for the refill if needed.
 
-        Returns at once, without yielding, when the bucket has the tokens.
-        If cancelled while waiting, the reservation is given back when no later
-        waiter has reserved behind it (their wake-up times were set counting
-        it; handing its tokens to a newcomer would let two go at once).
+        Returns at once, without yielding, when nobody waits and the bucket has
+        the tokens. Otherwise waits its turn in arrival order; only the head of
+        the line sleeps, and it takes its tokens when it wakes.
+
+        If cancelled (a timeout included) while waiting, the caller leaves the
+        line and nothing is taken: the waiters behind it move up, and the tokens
+        the bucket gathered meanwhile go to the next in line.
 
         Raises:
             TypeError: tokens is not a number.
@@ -156,25 +178,41 @@ class RateLimiter:
         """
         if type(tokens) is not int or tokens != 1:
             self._check_tokens(tokens)
-        now = self._clock.current_time()
-        self._refill(now)
-        self._tokens -= tokens
-        if self._tokens >= 0:
+        if self._take(self._clock.current_time(), tokens):
             return
-        deadline = now - self._tokens / self._per_second
-        self._reservations += 1
-        reservation = self._reservations
+        if self._has_head:
+            # Woken only when the head of the line is handed on to us; if
+            # cancelled after that, the line passes it on (_pass_the_head).
+            await self._line.park()
+        else:
+            self._has_head = True
         try:
+            await self._take_as_head(tokens)
+        finally:
+            self._pass_the_head()
+
+    async def _take_as_head(self, tokens: float) -> None:
+        # Nobody else takes from the bucket while a head exists, so the deadline
+        # computed once stays right: the bucket can only fill up meanwhile.
+        clock = self._clock
+        now = clock.current_time()
+        self._refill(now)
+        if self._tokens < tokens:
+            deadline = now + (tokens - self._tokens) / self._per_second
             # Timers may fire a little early (uvloop's count whole milliseconds):
-            # the tokens are granted only once the clock has reached the deadline.
-            while self._clock.current_time() < deadline:
-                await self._clock.sleep_until(deadline)
-        except BaseException:
-            if reservation == self._reservations:  # the last in line
-                self._reservations -= 1
-                self._refill(self._clock.current_time())
-                self._tokens = min(self._burst, self._tokens + tokens)
-            raise
+            # the tokens are taken only once the clock has reached the deadline.
+            while now < deadline:
+                await clock.sleep_until(deadline)
+                now = clock.current_time()
+            # Refill at the time we actually woke, however late: a late wake
+            # finds at most a full bucket, so a stall cannot release more.
+            self._refill(now)
+        # At the deadline the refill has paid for the tokens, but for rounding.
+        self._tokens = max(0.0, self._tokens - tokens)
+
+    def _pass_the_head(self) -> None:
+        if not self._line.wake_one():
+            self._has_head = False
 
     def _refill(self, now: float) -> None:
         updated = self._updated

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterable, Iterable
+from inspect import isawaitable
 from types import TracebackType
 from typing import Generic, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
-from ._checks import check_async_callable, check_iterable, check_optional_int
+from ._checks import check_callable, check_iterable, check_optional_int, not_awaitable
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, sole_exception
 from ._feed import feed
@@ -205,7 +206,7 @@ class WorkQueue(Generic[T]):
         see `BoundedQueue.start_workers`.
         """
         workers = self._worker_count_for(num_workers)
-        check_async_callable("worker_func", worker_func)
+        check_callable("worker_func", worker_func)
         await self._queue.start_workers(
             self._rate_limited(worker_func),
             workers,
@@ -249,8 +250,8 @@ class WorkQueue(Generic[T]):
         cancellation and comes out as raised.
         """
         check_iterable("items", items)
-        check_async_callable("worker_func", worker_func)
-        check_async_callable("error_handler", error_handler, allow_none=True)
+        check_callable("worker_func", worker_func)
+        check_callable("error_handler", error_handler, allow_none=True)
         workers = self._worker_count_for(num_workers)
         if self._queue.worker_count:
             raise QueueStateError(
@@ -278,8 +279,10 @@ class WorkQueue(Generic[T]):
         try:
             async with create_task_group() as tg:
                 workers = queue._spawn_workers(tg, func, num_workers, error_handler)
-                await feed(items, queue.put)
-                await queue._join(while_workers=True)
+                # An item drawn from `items` but not put (cancelled, or the queue
+                # stopped meanwhile) is listed in `unprocessed`, never lost.
+                await feed(items, queue.put, refused=queue._record_refused)
+                await queue._join(while_consumers=True)
                 await queue._end_workers(workers, None)
         except BaseExceptionGroup as group:
             # The task group wrapped the one error (from `items`, say).
@@ -297,7 +300,10 @@ class WorkQueue(Generic[T]):
 
         async def rate_limited(item: T) -> object:
             await limiter.acquire()
-            return await worker_func(item)
+            call = worker_func(item)
+            if not isawaitable(call):
+                raise not_awaitable("worker_func", worker_func, call)
+            return await call
 
         return rate_limited
 

@@ -1,0 +1,150 @@
+"""The worker pool: spawning workers, and ending them without deadlock.
+
+A queue's worker loop lives with the queue (it is the buffer's consumer and its
+hot path); this module keeps the handles: how to ask a worker to end, how to see
+that it has, and how several stop calls, some made by workers themselves, end the
+pool together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from anyio import CancelScope, Event, get_current_task, move_on_after
+from anyio.abc import TaskGroup
+
+__all__ = ["Worker", "WorkerPool"]
+
+
+class Worker:
+    """One worker task's handle."""
+
+    __slots__ = (
+        "_signal",
+        "busy",
+        "ended",
+        "ending_others",
+        "scope",
+        "stopping",
+        "task_id",
+    )
+
+    def __init__(self) -> None:
+        self.scope = CancelScope()
+        self.stopping = False  # asked to take no new item
+        self.busy = False  # holds an item, from taking it until it is finished
+        self.ended = False
+        self.ending_others = 0  # stop calls running in this worker's own task
+        self.task_id: int | None = None
+        # Set when the worker ends or starts ending others; replaced after the
+        # latter, so it can be waited on again.
+        self._signal = Event()
+
+    def _notify(self, *, final: bool) -> None:
+        self._signal.set()
+        if not final:
+            self._signal = Event()
+
+
+class WorkerPool:
+    """The running workers of one queue.
+
+    ``on_empty()`` is called each time the last worker leaves.
+    """
+
+    __slots__ = ("_on_empty", "_tasks", "workers")
+
+    def __init__(self, on_empty: Callable[[], object]) -> None:
+        self.workers: set[Worker] = set()
+        self._tasks: dict[int, Worker] = {}  # task id -> the worker it runs
+        self._on_empty = on_empty
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def spawn(
+        self,
+        group: TaskGroup,
+        count: int,
+        run: Callable[..., Coroutine[Any, Any, object]],
+        *args: object,
+    ) -> list[Worker]:
+        """Start ``count`` workers in ``group``, each running ``run(worker, *args)``.
+
+        ``run`` must call `entered` first and `left` on its way out.
+        """
+        started = [Worker() for _ in range(count)]
+        for worker in started:
+            # Registered first: an eager task factory may run it inside start_soon.
+            self.workers.add(worker)
+            try:
+                group.start_soon(run, worker, *args)
+            except BaseException:
+                self.workers.discard(worker)
+                raise
+        return started
+
+    def entered(self, worker: Worker) -> None:
+        """Record that ``worker`` runs in the current task (its loop calls this)."""
+        worker.task_id = get_current_task().id
+        self._tasks[worker.task_id] = worker
+
+    def left(self, worker: Worker) -> None:
+        """Record that ``worker`` has ended (its loop calls this on the way out)."""
+        self.workers.discard(worker)
+        self._tasks.pop(worker.task_id, None)  # type: ignore[arg-type]
+        worker.ended = True
+        worker._notify(final=True)
+        if not self.workers:
+            self._on_empty()
+
+    def current(self) -> Worker | None:
+        """The worker whose task is calling, if a worker is."""
+        return self._tasks.get(get_current_task().id)
+
+    async def end(self, workers: list[Worker], timeout: float | None) -> None:
+        """Ask ``workers`` to end; wait, and cancel what runs after ``timeout``.
+
+        Idle workers are cancelled at once; busy ones finish their item. Called
+        from a worker (its function or error handler), the caller is neither
+        waited for nor cancelled, and neither is any other worker that is itself
+        inside an `end` call: two workers stopping their queue at once would
+        otherwise wait for each other forever. Called from outside, it waits
+        for all of them.
+        """
+        me = self.current()
+        if me is not None:
+            me.ending_others += 1
+            me._notify(final=False)  # other stopping workers stop waiting for me
+        try:
+            for worker in workers:
+                worker.stopping = True
+            others = [worker for worker in workers if worker is not me]
+            for worker in others:
+                if not worker.busy:
+                    worker.scope.cancel()
+            with move_on_after(timeout):
+                await self._wait(others, me)
+            for worker in others:
+                if me is None or not worker.ending_others:
+                    worker.scope.cancel()
+            await self._wait(others, me)
+        finally:
+            if me is not None:
+                me.ending_others -= 1
+
+    async def _wait(self, workers: list[Worker], me: Worker | None) -> None:
+        for worker in workers:
+            while not worker.ended and not (me is not None and worker.ending_others):
+                await worker._signal.wait()
+
+    async def wait(self, workers: list[Worker]) -> None:
+        """Wait until every one of ``workers`` has ended."""
+        await self._wait(workers, None)
+
+    def cancel(self, workers: list[Worker] | None = None) -> None:
+        """Cancel ``workers`` (all by default) wherever they are."""
+        for worker in self.workers if workers is None else workers:
+            worker.stopping = True
+            worker.scope.cancel()
