@@ -40,10 +40,6 @@ async def on_error(exc: Exception, item: object) -> None:
     pass
 
 
-def plain(item: object) -> None:
-    pass
-
-
 class Job(Event):
     async def invoke(self) -> None:
         pass
@@ -121,7 +117,7 @@ CASES: list[Any] = [
     (on_queue(lambda q: q.start_workers(work, True)), T, "num_workers must be an int"),
     (on_queue(lambda q: q.start_workers(work, A)), T, "num_workers must be an int"),
     (on_queue(lambda q: q.start_workers(work, bad(1.0))), T, "num_workers must be an"),
-    (on_queue(lambda q: q.start_workers(bad(42), 1)), T, "worker_func must be callable"),
+    (on_queue(lambda q: q.start_workers(bad(42), 1)), T, "worker_func must be call"),
     (on_queue(lambda q: q.start_workers(A, 1)), T, "worker_func must be callable"),
     (on_queue(lambda q: q.start_workers(work, 1, bad(3))), T, "error_handler must be"),
     (

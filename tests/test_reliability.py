@@ -26,6 +26,7 @@ from sluicegate import (
     QueueConfig,
     QueueStateError,
     QueueStatus,
+    RateLimiter,
     StrayCancellationError,
     WorkQueue,
 )
@@ -276,16 +277,15 @@ async def test_batch_whose_queue_is_stopped_by_another_task_lists_the_drawn_item
     items = Recorder(10)
     queue: WorkQueue[int] = WorkQueue(maxsize=1)
     with anyio.fail_after(GUARD):
-        async with queue:
-            async with anyio.create_task_group() as tg:
+        async with queue, anyio.create_task_group() as tg:
 
-                async def batch() -> None:
-                    with pytest.raises(QueueStateError):
-                        await queue.batch_process(items, slow, 1)
+            async def batch() -> None:
+                with pytest.raises(QueueStateError):
+                    await queue.batch_process(items, slow, 1)
 
-                tg.start_soon(batch)
-                await all_blocked()
-                await queue.stop(timeout=0)
+            tg.start_soon(batch)
+            await all_blocked()
+            await queue.stop(timeout=0)
     assert sorted(queue.unprocessed) == items.drawn  # none processed in 0 s
     assert_books(queue.queue)
 
@@ -537,12 +537,11 @@ async def test_async_with_exit_waits_for_get_consumers() -> None:
 
     queue: BoundedQueue[int] = BoundedQueue()
     with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            async with queue:
-                tg.start_soon(consumer, queue)
-                await all_blocked()  # parked in get(): the queue knows it
-                for i in range(5):
-                    await queue.put(i)
+        async with anyio.create_task_group() as tg, queue:
+            tg.start_soon(consumer, queue)
+            await all_blocked()  # parked in get(): the queue knows it
+            for i in range(5):
+                await queue.put(i)
     assert handled == [0, 1, 2, 3, 4]
     assert queue.unprocessed == []
     assert queue.metrics["processed"] == 5
@@ -552,14 +551,13 @@ async def test_async_with_exit_waits_for_get_consumers() -> None:
 async def test_async_with_exit_does_not_wait_once_the_consumer_is_gone() -> None:
     queue: BoundedQueue[int] = BoundedQueue()
     with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            async with queue:
-                consumer_scope = anyio.CancelScope()
-                tg.start_soon(_get_in, queue, consumer_scope)
-                await all_blocked()
-                consumer_scope.cancel()
-                for i in range(3):
-                    await queue.put(i)
+        async with anyio.create_task_group() as tg, queue:
+            consumer_scope = anyio.CancelScope()
+            tg.start_soon(_get_in, queue, consumer_scope)
+            await all_blocked()
+            consumer_scope.cancel()
+            for i in range(3):
+                await queue.put(i)
     assert queue.unprocessed == [0, 1, 2]
 
 
@@ -735,8 +733,6 @@ async def test_a_call_returning_no_awaitable_fails_the_item_clearly(
 
 
 async def test_a_rate_limited_call_returning_no_awaitable_fails_clearly() -> None:
-    from sluicegate import RateLimiter
-
     errors: list[Exception] = []
 
     async def on_error(exc: Exception, item: int) -> None:
