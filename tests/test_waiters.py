@@ -1,0 +1,133 @@
+"""WaiterLine: the order it serves in, what a leaver costs, lost wake-ups."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+from fake_clock import all_blocked
+
+from sluicegate import BoundedQueue
+from sluicegate import _waiters as waiters_module
+from sluicegate._waiters import WaiterLine
+
+GUARD = 10
+
+
+async def _park_and_record(line: WaiterLine, name: int, woken: list[int]) -> None:
+    await line.park()
+    woken.append(name)
+
+
+@pytest.mark.parametrize(("lifo", "order"), [(False, [0, 1, 2]), (True, [2, 1, 0])])
+async def test_wakes_in_fifo_or_lifo_order(lifo: bool, order: list[int]) -> None:
+    line = WaiterLine(lifo=lifo)
+    woken: list[int] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            for name in range(3):
+                tg.start_soon(_park_and_record, line, name, woken)
+                await all_blocked()
+            assert line.parked == 3
+            for _ in range(3):
+                assert line.wake_one()
+                await all_blocked()
+    assert woken == order
+    assert (line.parked, line.woken, line.wake_one()) == (0, 0, False)
+
+
+async def test_a_leaver_is_skipped_and_the_next_is_woken() -> None:
+    line = WaiterLine()
+    woken: list[int] = []
+    scopes = [anyio.CancelScope() for _ in range(3)]
+
+    async def park(name: int) -> None:
+        with scopes[name]:
+            await _park_and_record(line, name, woken)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            for name in range(3):
+                tg.start_soon(park, name)
+                await all_blocked()
+            scopes[0].cancel()
+            scopes[1].cancel()
+            await all_blocked()
+            assert line.parked == 1
+            line.wake_one()
+    assert woken == [2]
+
+
+async def test_a_wake_lost_to_cancellation_is_passed_on() -> None:
+    passed_on: list[bool] = []
+    line = WaiterLine(on_lost_wake=lambda: passed_on.append(line.wake_one()))
+    woken: list[int] = []
+    first = anyio.CancelScope()
+
+    async def park_first() -> None:
+        with first:
+            await _park_and_record(line, 0, woken)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(park_first)
+            await all_blocked()
+            tg.start_soon(_park_and_record, line, 1, woken)
+            await all_blocked()
+            first.cancel()  # the first is cancelled, and before it resumes ...
+            line.wake_one()  # ... it is woken
+    assert (woken, passed_on) == ([1], [True])
+    assert (line.parked, line.woken) == (0, 0)
+
+
+async def test_wake_all_wakes_every_parked_task() -> None:
+    line = WaiterLine()
+    woken: list[int] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            for name in range(5):
+                tg.start_soon(_park_and_record, line, name, woken)
+            await all_blocked()
+            assert line.wake_all() == 5
+    assert sorted(woken) == [0, 1, 2, 3, 4]
+
+
+class _CountingWaiter(waiters_module._Waiter):
+    """A waiter that counts how often it is compared: a scan compares many."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountingWaiter.comparisons += 1
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+async def test_expiring_producers_leave_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """2,000 producers blocked on a full queue, timing out in random order.
+
+    Leaving the line must not search it: no waiter is ever compared with another
+    (a deque.remove would compare about n/2 of them per leaver).
+    """
+    monkeypatch.setattr(waiters_module, "_Waiter", _CountingWaiter)
+    _CountingWaiter.comparisons = 0
+    rng = random.Random(9)
+    results: list[bool] = []
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1)
+
+    async def producer(i: int) -> None:
+        results.append(await queue.put(i, timeout=rng.uniform(0.001, 0.05)))
+
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+            await queue.put(-1)
+            for i in range(2_000):
+                tg.start_soon(producer, i)
+    assert results == [False] * 2_000
+    assert queue.metrics["backpressure_events"] == 2_000
+    assert _CountingWaiter.comparisons == 0
+    assert len(queue._producers._entries) <= 64  # leavers were dropped in bulk
