@@ -547,3 +547,402 @@ async def test_a_waiter_holds_nothing_and_comes_before_newcomers() -> None:
     assert limiter.available == 1  # nothing reserved, nothing lost
     limiter.acquire_nowait()
     assert limiter.available == 0
+
+
+# -- live changes of rate, period and burst ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "match"),
+    [
+        ("rate", 0, ValueError, "rate must be a finite number > 0, got 0"),
+        ("rate", math.nan, ValueError, "rate must be a finite number > 0, got nan"),
+        ("rate", math.inf, ValueError, "rate must be a finite number > 0, got inf"),
+        ("rate", "5", TypeError, "rate must be a number, got '5'"),
+        ("rate", True, TypeError, "rate must be a number, got True"),
+        ("period", -1, ValueError, "period must be a finite number > 0, got -1"),
+        ("period", b"1", TypeError, "period must be a number"),
+        ("burst", 0.5, ValueError, "burst must be at least 1, got 0.5"),
+        ("burst", math.nan, ValueError, "burst must be a finite number > 0"),
+        ("burst", "2", TypeError, "burst must be a number"),
+    ],
+)
+def test_settings_are_validated_like_the_constructor(
+    name: str, value: Any, error: type[Exception], match: str
+) -> None:
+    limiter = RateLimiter(4, 2, burst=3, clock=FakeClock())
+    with pytest.raises(error, match=match):
+        setattr(limiter, name, value)
+    with pytest.raises(error, match=match):
+        limiter.configure(**{name: value})
+    # configure validates everything before it changes anything.
+    with pytest.raises(error, match=match):
+        limiter.configure(**{"rate": 7, "period": 5, "burst": 6, name: value})
+    assert (limiter.rate, limiter.period, limiter.burst) == (4, 2, 3)
+
+
+def test_a_default_burst_follows_the_rate_a_set_one_stays() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock)
+    limiter.rate = 4
+    assert (limiter.rate, limiter.burst) == (4, 4)
+    limiter.rate = 0.5
+    assert limiter.burst == 1, "never below 1"
+    limiter.period = 3  # burst is rate per period, the period does not move it
+    assert (limiter.rate, limiter.period, limiter.burst) == (0.5, 3, 1)
+    limiter.burst = 2
+    limiter.rate = 8
+    assert limiter.burst == 2, "a burst set stays set"
+    limiter.configure(rate=6, period=2)
+    assert (limiter.rate, limiter.period, limiter.burst) == (6, 2, 2)
+    assert repr(limiter) == "RateLimiter(rate=6, period=2, burst=2)"
+    fixed = RateLimiter(3, burst=7, clock=clock)
+    fixed.configure(rate=9)
+    assert fixed.burst == 7
+    # Never used yet: the bucket starts full, at its new size.
+    assert fixed.available == 7
+
+
+async def test_a_change_refills_at_the_old_rate_up_to_now() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, burst=10, clock=clock)
+    await limiter.acquire(10)
+    clock.advance(1)  # 2 tokens at the old rate
+    limiter.configure(rate=100)
+    assert limiter.available == pytest.approx(2)
+    clock.advance(0.01)  # 1 token at the new rate
+    assert limiter.available == pytest.approx(3)
+    limiter.period = 2  # now 50 per second
+    clock.advance(0.02)
+    assert limiter.available == pytest.approx(4)
+
+
+async def test_lowering_burst_caps_a_full_bucket_raising_it_adds_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=10, clock=clock)
+    await limiter.acquire()  # in use: the bucket holds 9
+    limiter.burst = 3
+    assert limiter.available == 3
+    limiter.burst = 20
+    assert limiter.available == 3, "raising burst gives no tokens"
+    limiter.burst = 3
+    _, times = await admit_all(limiter, clock, tasks=8)
+    assert times == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+async def take_forever(
+    limiter: RateLimiter, clock: FakeClock, returned: list[float], tokens: float = 1
+) -> None:
+    while True:
+        await limiter.acquire(tokens)
+        returned.append(clock.current_time())
+
+
+async def test_lowering_the_rate_mid_run_keeps_the_new_bound_from_the_change() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, burst=10, clock=clock)
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            for _ in range(6):
+                tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(1.02)  # mid-run: the head sleeps until 1.05
+            limiter.configure(rate=3, period=2, burst=2)  # 1.5 per second
+            await clock.sleep_until(6.0)
+            tg.cancel_scope.cancel()
+    before = [t for t in returned if t < 1.02]
+    after = [t for t in returned if t >= 1.02]
+    assert len(before) == 10 + 20  # burst, then the old rate: not slowed down
+    for window in (0, 0.3, 2 / 3, 1, 2, 4.9):
+        assert max_in_window(after, window) <= 2 + 1.5 * window + 1e-9, window
+    # And not slower than the new settings allow: the bucket held 0.4 tokens at
+    # the change, so the first grant is due 0.4 s later, then one every 2/3 s.
+    assert after[0] == pytest.approx(1.42)
+    assert after == pytest.approx([1.42 + i / 1.5 for i in range(len(after))])
+    assert len(after) == 7
+
+
+async def test_raising_the_rate_wakes_the_sleeping_head_at_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.1, burst=1, clock=clock)  # one token per 10 s
+    await limiter.acquire()  # the only token, at t=0
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            for _ in range(3):
+                tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(1.0)  # the head sleeps until t=10
+            assert returned == []
+            limiter.rate = 10
+            await clock.sleep_until(1.5)
+            tg.cancel_scope.cancel()
+    # 0.1 token at the change, 0.9 more at 10 per second: due at 1.09.
+    assert returned == pytest.approx([1.09, 1.19, 1.29, 1.39, 1.49])
+
+
+async def test_a_longer_period_makes_the_sleeping_head_wait_longer() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, burst=1, clock=clock)
+    await limiter.acquire()
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(0.5)  # the head sleeps until t=1
+            limiter.period = 4  # 0.25 per second: 0.5 token more takes 2 s
+            await clock.sleep_until(7.0)
+            tg.cancel_scope.cancel()
+    assert returned == pytest.approx([2.5, 6.5])
+
+
+async def test_a_waiter_asking_more_than_a_lowered_burst_gets_value_error() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, burst=4, clock=clock)
+    await limiter.acquire(4)
+    returned: list[float] = []
+
+    async def too_big() -> None:
+        with pytest.raises(ValueError, match="at most burst \\(2\\), got 3"):
+            await limiter.acquire(3)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as waiters:
+                waiters.start_soon(too_big)  # the head: due at t=3
+                await all_blocked()
+                waiters.start_soon(take_forever, limiter, clock, returned)
+                tg.start_soon(clock.autojump)
+                await clock.sleep_until(1.0)
+                limiter.burst = 2
+                await clock.sleep_until(2.5)
+                waiters.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
+    # The one behind moves up and takes the token the bucket gathered.
+    assert returned == pytest.approx([1, 2])
+
+
+# -- holds -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "value", "error", "match"),
+    [
+        ("hold", -1, ValueError, "seconds must be a finite number >= 0, got -1"),
+        ("hold", math.nan, ValueError, "seconds must be a finite number >= 0"),
+        ("hold", math.inf, ValueError, "seconds must be a finite number >= 0"),
+        ("hold", "1", TypeError, "seconds must be a number, got '1'"),
+        ("hold", True, TypeError, "seconds must be a number, got True"),
+        ("hold", None, TypeError, "seconds must be a number, got None"),
+        ("hold_until", math.nan, ValueError, "deadline must be a finite number"),
+        ("hold_until", -math.inf, ValueError, "deadline must be a finite number"),
+        ("hold_until", "3", TypeError, "deadline must be a number"),
+        ("hold_until", False, TypeError, "deadline must be a number"),
+    ],
+)
+def test_hold_validates(
+    call: str, value: Any, error: type[Exception], match: str
+) -> None:
+    clock = FakeClock(5)
+    limiter = RateLimiter(1, clock=clock)
+    with pytest.raises(error, match=match):
+        getattr(limiter, call)(value)
+    assert limiter.held_until is None
+    limiter.hold(0)
+    limiter.hold_until(4)  # in the past
+    limiter.hold_until(-1)
+    assert limiter.held_until is None
+    limiter.acquire_nowait()
+
+
+async def test_a_hold_refuses_nowait_and_take_and_acquire_waits_for_its_end() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(5, burst=2, clock=clock)
+    limiter.hold(1.5)
+    assert limiter.held_until == 1.5
+    assert limiter.available == 2, "the bucket is left as it was"
+    with pytest.raises(anyio.WouldBlock):
+        limiter.acquire_nowait()
+    assert not limiter._take(1.4, 1)
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(2.0)
+            tg.cancel_scope.cancel()
+    assert limiter.held_until is None
+    # At the end of the hold the full bucket goes at once, then the rate.
+    assert returned == pytest.approx([1.5, 1.5, 1.7, 1.9])
+
+
+async def test_a_hold_delays_every_waiter_and_newcomer_including_the_head() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=2, clock=clock)
+    await limiter.acquire(2)
+    returned: list[float] = []
+    gave_up: list[bool] = []
+
+    async def impatient() -> None:
+        gave_up.append(not await acquire_or_give_up(limiter, clock, 0.5))
+
+    async def newcomer() -> None:
+        await clock.sleep_until(0.7)
+        await limiter.acquire()
+        returned.append(clock.current_time())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(impatient)  # the head, due at t=0.1; gives up at 0.5
+            await all_blocked()
+            for _ in range(3):
+                tg.start_soon(take_forever, limiter, clock, returned)
+            await all_blocked()
+            tg.start_soon(newcomer)
+            tg.start_soon(clock.autojump)
+            await clock.sleep_until(0.05)
+            limiter.hold(1)
+            assert limiter.held_until == 1.05
+            await clock.sleep_until(1.5)
+            tg.cancel_scope.cancel()
+    assert gave_up == [True]
+    assert min(returned) == pytest.approx(1.05)
+    # The bucket refilled during the hold: burst at its end, then the rate.
+    assert returned == pytest.approx([1.05, 1.05, 1.15, 1.25, 1.35, 1.45])
+    for window in (0, 0.1, 0.25, 0.4):
+        assert max_in_window(returned, window) <= 2 + 10 * window + 1e-9
+
+
+async def test_a_later_hold_extends_an_earlier_one_does_not_shorten() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, burst=1, clock=clock)
+    limiter.hold(1)
+    limiter.hold_until(0.5)
+    limiter.hold(0.2)
+    assert limiter.held_until == 1
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(0.5)  # the head sleeps until the hold ends
+            limiter.hold(2)
+            assert limiter.held_until == 2.5
+            limiter.hold_until(2)
+            assert limiter.held_until == 2.5
+            await clock.sleep_until(4.0)
+            tg.cancel_scope.cancel()
+    assert returned == pytest.approx([2.5, 3.5])
+
+
+async def test_a_hold_on_a_shared_limiter_holds_both_work_queues() -> None:
+    """A worker told to back off (HTTP 429) holds the shared limiter: neither
+    queue starts an item until the hold ends."""
+    clock = FakeClock()
+    limiter = RateLimiter(4, burst=2, clock=clock)
+    starts: list[tuple[str, float]] = []
+    held_at: list[float] = []
+
+    async def work(item: tuple[str, int]) -> None:
+        name, i = item
+        now = clock.current_time()
+        starts.append((name, now))
+        if (name, i) == ("a", 4):
+            limiter.hold(3)  # as a RetryAfter(3) handler would
+            held_at.append(now)
+
+    first: WorkQueue[tuple[str, int]] = WorkQueue(rate_limiter=limiter)
+    second: WorkQueue[tuple[str, int]] = WorkQueue(rate_limiter=limiter)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as batches:
+                items_a = [("a", i) for i in range(10)]
+                items_b = [("b", i) for i in range(10)]
+                batches.start_soon(first.batch_process, items_a, work, 3)
+                batches.start_soon(second.batch_process, items_b, work, 3)
+            tg.cancel_scope.cancel()
+    assert len(starts) == 20
+    [hold] = held_at
+    assert 0 < hold < 3
+    times = [t for _, t in starts]
+    assert not [t for t in times if hold < t < hold + 3], starts
+    resumed = {name for name, t in starts if t >= hold + 3}
+    assert resumed == {"a", "b"}
+    assert min(t for t in times if t > hold) == pytest.approx(hold + 3)
+    for window in (0, 0.25, 1, 2, 5):
+        assert max_in_window(times, window) <= 2 + 4 * window + 1e-9, window
+
+
+async def test_a_hold_on_the_event_loop_clock() -> None:
+    limiter = RateLimiter(1000, burst=5)
+    started = anyio.current_time()
+    limiter.hold(0.01)
+    held_until = limiter.held_until
+    assert held_until is not None
+    assert held_until == pytest.approx(started + 0.01, abs=0.005)
+    await limiter.acquire()
+    assert anyio.current_time() >= held_until
+    assert limiter.held_until is None
+    limiter.configure(rate=500, burst=2)
+    assert limiter.available == pytest.approx(2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_changes_holds_and_give_ups_keep_each_settings_bound(
+    seed: int,
+) -> None:
+    """Settings change and holds come at random while callers wait, give up and
+    return: between two changes the bound of the settings in force holds, from
+    the change on, and nothing is granted while held."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=3, clock=clock)
+    granted: list[float] = []
+    changes: list[tuple[float, float, float, float]] = [(0.0, 10, 1, 3)]
+    holds: list[tuple[float, float]] = []
+
+    async def changer() -> None:
+        now = 0.0
+        for _ in range(40):
+            now += rng.uniform(0.02, 0.3)
+            await clock.sleep_until(now)
+            if rng.random() < 0.3:
+                seconds = rng.uniform(0, 0.4)
+                limiter.hold(seconds)
+                holds.append((now, now + seconds))
+            else:
+                limiter.configure(
+                    rate=rng.choice([1, 4, 20, 60]),
+                    period=rng.choice([0.5, 1, 2]),
+                    burst=rng.choice([1, 2, 5]),
+                )
+                changes.append((now, limiter.rate, limiter.period, limiter.burst))
+
+    async def caller(patience: float) -> None:
+        if await acquire_or_give_up(limiter, clock, patience):
+            granted.append(clock.current_time())
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as callers:
+                callers.start_soon(changer)
+                # Rushes and lulls: the bucket is sometimes full, sometimes empty.
+                arrival = 0.0
+                for _ in range(250):
+                    arrival += rng.choice([rng.expovariate(100), rng.uniform(0, 0.3)])
+                    await clock.sleep_until(arrival)
+                    callers.start_soon(caller, rng.choice([rng.uniform(0, 1), 100]))
+            tg.cancel_scope.cancel()
+    assert len(granted) > 50
+    changes.append((math.inf, 0, 1, 0))
+    for (start, rate, period, burst), (end, *_) in itertools.pairwise(changes):
+        during = [t for t in granted if start <= t < end]
+        for window in (0, 0.05, 0.2, 0.5, 1, 2):
+            allowed = burst + rate * window / period
+            assert max_in_window(during, window) <= allowed + 1e-9, (start, window)
+    for start, end in holds:
+        assert not [t for t in granted if start < t < end - 1e-9], (start, end)

@@ -6,7 +6,7 @@ import math
 from typing import Protocol
 
 import anyio
-from anyio import WouldBlock
+from anyio import CancelScope, WouldBlock
 
 from ._waiters import WaiterLine
 
@@ -57,14 +57,21 @@ class RateLimiter:
     holds at most ``burst`` tokens: that many are granted at once, and the
     waiters after them follow at the rate.
 
+    The settings may change while the limiter runs (`rate`, `period` and `burst`
+    are settable; `configure` sets several at once), say from a server's
+    ``x-ratelimit-*`` headers, and `hold` or `hold_until` stops every grant
+    until a deadline, say on an HTTP 429 with ``Retry-After``. See those for
+    what the bound is across a change or a hold.
+
     One limiter may be shared by several queues and executors (in one event
-    loop), to cap their combined rate.
+    loop), to cap their combined rate, or to make them all back off together.
 
     Args:
         rate: Tokens added per ``period``; a number > 0.
         period: Seconds over which ``rate`` tokens are added; a number > 0.
-        burst: The bucket's size: the most tokens granted at once. At least 1;
-            by default ``rate`` (or 1 if rate is below 1).
+        burst: The bucket's size: the most tokens granted at once. At least 1.
+            By default ``rate`` (or 1 if rate is below 1), and it then follows
+            `rate` when that changes, until a burst is set.
         clock: Where to read the time and sleep; the event loop's by default.
 
     Raises:
@@ -82,11 +89,8 @@ class RateLimiter:
     ) -> None:
         self._rate = _positive_finite("rate", rate)
         self._period = _positive_finite("period", period)
-        if burst is None:
-            burst = max(self._rate, 1.0)
-        self._burst = _positive_finite("burst", burst)
-        if self._burst < 1:
-            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self._burst_follows_rate = burst is None
+        self._burst = _burst_for(self._rate) if burst is None else _check_burst(burst)
         self._per_second = self._rate / self._period
         if clock is not None and not (
             callable(getattr(clock, "current_time", None))
@@ -99,6 +103,13 @@ class RateLimiter:
         self._clock: Clock = _AnyIOClock() if clock is None else clock
         self._tokens = self._burst
         self._updated: float | None = None
+        # No grant before this time on the limiter's clock (hold_until).
+        self._held_until = -math.inf
+        # Counts changes of the settings: the head recomputes its deadline then.
+        self._version = 0
+        # The scope the head sleeps in, while it sleeps: a change of the settings
+        # cancels it, so the head wakes and sleeps again to its new deadline.
+        self._head_sleep: CancelScope | None = None
         # True while a task holds the head of the line, or has been woken to take
         # it and has not run yet; anyone parked in the line implies it.
         self._has_head = False
@@ -106,26 +117,156 @@ class RateLimiter:
 
     @property
     def rate(self) -> float:
-        """Tokens added per `period`."""
+        """Tokens added per `period`; settable (see `configure`)."""
         return self._rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        self.configure(rate=rate)
 
     @property
     def period(self) -> float:
-        """Seconds over which `rate` tokens are added."""
+        """Seconds over which `rate` tokens are added; settable (see `configure`)."""
         return self._period
+
+    @period.setter
+    def period(self, period: float) -> None:
+        self.configure(period=period)
 
     @property
     def burst(self) -> float:
-        """The most tokens the bucket holds."""
+        """The most tokens the bucket holds; settable (see `configure`)."""
         return self._burst
+
+    @burst.setter
+    def burst(self, burst: float) -> None:
+        self.configure(burst=burst)
+
+    def configure(
+        self,
+        *,
+        rate: float | None = None,
+        period: float | None = None,
+        burst: float | None = None,
+    ) -> None:
+        """Change any of `rate`, `period` and `burst` at once; None leaves one as is.
+
+        The change takes effect now. The bucket is first refilled up to now at
+        the old settings, then refills at the new rate, and a lowered burst
+        empties it down to the new burst: in any window of t seconds that starts
+        at the change or later, at most ``burst + rate * t / period`` tokens
+        (the new settings) are granted. Raising burst adds no tokens; the bucket
+        fills up to it at the rate. A task sleeping at the head of the line
+        wakes at the time the new settings give, earlier or later. A burst
+        never set (the default) follows a new rate: ``max(rate, 1)``. Setting
+        the values already in force changes nothing, so it is cheap to call on
+        every response.
+
+        A waiter that asked for more tokens than a lowered burst gets the
+        ValueError of `acquire` when its turn comes.
+
+        Reads the clock, so (with the default clock, and once the limiter has
+        been used) call it inside the event loop.
+
+        Raises:
+            TypeError, ValueError: as for the constructor; nothing is changed.
+        """
+        new_rate = self._rate if rate is None else _positive_finite("rate", rate)
+        new_period = (
+            self._period if period is None else _positive_finite("period", period)
+        )
+        follows_rate = self._burst_follows_rate and burst is None
+        if burst is not None:
+            new_burst = _check_burst(burst)
+        elif follows_rate:
+            new_burst = _burst_for(new_rate)
+        else:
+            new_burst = self._burst
+        self._burst_follows_rate = follows_rate
+        if (new_rate, new_period, new_burst) == (self._rate, self._period, self._burst):
+            return
+        if self._updated is None:
+            # Never used: the bucket starts full, at the new size.
+            self._tokens = new_burst
+        else:
+            self._refill(self._clock.current_time())
+            self._tokens = min(self._tokens, new_burst)
+        self._rate = new_rate
+        self._period = new_period
+        self._burst = new_burst
+        self._per_second = new_rate / new_period
+        self._version += 1
+        if self._head_sleep is not None:
+            self._head_sleep.cancel()
+
+    def hold_until(self, deadline: float) -> None:
+        """Grant nothing before ``deadline``, a time on the limiter's clock.
+
+        For a server's pushback (HTTP 429 or 503 with ``Retry-After``): every
+        queue and executor sharing this limiter stops starting work until then.
+        A later deadline extends the hold; an earlier one (or one in the past)
+        changes nothing.
+
+        While held, `acquire_nowait` raises WouldBlock and `acquire` waits in
+        line; the head sleeps until the hold ends or until the bucket has its
+        tokens, whichever is later. The bucket keeps refilling during the hold,
+        up to `burst`, as it always does; a hold only withholds grants. So when
+        the hold ends at most `burst` tokens are granted at once and the rest
+        follow at the rate, and ``burst + rate * t / period`` stays the bound
+        for every window, including windows across the hold.
+
+        Raises:
+            TypeError: deadline is not a number.
+            ValueError: deadline is NaN or infinite.
+        """
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+            raise TypeError(
+                "deadline must be a number (a time on the limiter's clock), "
+                f"got {deadline!r} ({type(deadline).__name__})"
+            )
+        if not math.isfinite(deadline):
+            raise ValueError(f"deadline must be a finite number, got {deadline!r}")
+        # The head, if asleep, wakes at its old deadline and sleeps on: a hold
+        # only ever moves the deadline later, so it need not be woken now.
+        self._held_until = max(self._held_until, float(deadline))
+
+    def hold(self, seconds: float) -> None:
+        """Grant nothing for the next ``seconds``: `hold_until` now + seconds.
+
+        ``hold(0)`` changes nothing. Reads the clock, so (with the default
+        clock) call it inside the event loop.
+
+        Raises:
+            TypeError: seconds is not a number.
+            ValueError: seconds is negative, NaN or infinite.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
+            )
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        if seconds:
+            self.hold_until(self._clock.current_time() + seconds)
+
+    @property
+    def held_until(self) -> float | None:
+        """The time the current hold ends, on the limiter's clock; None if not held.
+
+        Reads the clock, so (with the default clock) read it inside the event loop.
+        """
+        held_until = self._held_until
+        if held_until > self._clock.current_time():
+            return held_until
+        return None
 
     @property
     def available(self) -> float:
         """Tokens in the bucket now: from 0 to `burst`.
 
-        While tasks wait these are not free for the taking: the head of the line
-        takes them when it wakes. Reads the clock, so (with the default clock)
-        read it inside the event loop.
+        While tasks wait, or the limiter is held, these are not free for the
+        taking: the head of the line takes them when it wakes. Reads the clock,
+        so (with the default clock) read it inside the event loop.
         """
         self._refill(self._clock.current_time())
         return self._tokens
@@ -134,8 +275,9 @@ class RateLimiter:
         """Take ``tokens`` if nobody waits and the bucket has them, without yielding.
 
         Raises:
-            anyio.WouldBlock: the bucket has too few tokens, or tasks wait in
-                `acquire` (they come first); nothing was taken.
+            anyio.WouldBlock: the bucket has too few tokens, tasks wait in
+                `acquire` (they come first), or the limiter is held; nothing
+                was taken.
             TypeError, ValueError: as for `acquire`.
         """
         if type(tokens) is not int or tokens != 1:
@@ -150,9 +292,9 @@ class RateLimiter:
         return self._clock is clock
 
     def _take(self, now: float, tokens: float) -> bool:
-        """Take ``tokens`` at time ``now`` if nobody waits and the bucket has
-        them; else False."""
-        if self._has_head:
+        """Take ``tokens`` at time ``now`` if nobody waits, the limiter is not
+        held and the bucket has them; else False."""
+        if self._has_head or now < self._held_until:
             return False
         self._refill(now)
         if self._tokens < tokens:
@@ -163,9 +305,10 @@ class RateLimiter:
     async def acquire(self, tokens: float = 1) -> None:
         """Take ``tokens`` from the bucket, waiting in line for the refill if needed.
 
-        Returns at once, without yielding, when nobody waits and the bucket has
-        the tokens. Otherwise waits its turn in arrival order; only the head of
-        the line sleeps, and it takes its tokens when it wakes.
+        Returns at once, without yielding, when nobody waits, the limiter is not
+        held and the bucket has the tokens. Otherwise waits its turn in arrival
+        order; only the head of the line sleeps (past the end of a hold, too),
+        and it takes its tokens when it wakes.
 
         If cancelled (a timeout included) while waiting, the caller leaves the
         line and nothing is taken: the waiters behind it move up, and the tokens
@@ -174,7 +317,8 @@ class RateLimiter:
         Raises:
             TypeError: tokens is not a number.
             ValueError: tokens <= 0 or more than `burst` (it could never be
-                granted).
+                granted), also when burst is lowered below tokens while the
+                caller waits.
         """
         if type(tokens) is not int or tokens != 1:
             self._check_tokens(tokens)
@@ -192,22 +336,35 @@ class RateLimiter:
             self._pass_the_head()
 
     async def _take_as_head(self, tokens: float) -> None:
-        # Nobody else takes from the bucket while a head exists, so the deadline
-        # computed once stays right: the bucket can only fill up meanwhile.
         clock = self._clock
         now = clock.current_time()
-        self._refill(now)
-        if self._tokens < tokens:
-            deadline = now + (tokens - self._tokens) / self._per_second
+        version = -1
+        due = now
+        while True:
+            self._refill(now)
+            if version != self._version:
+                # Nobody else takes from the bucket while a head exists, so the
+                # time the bucket has our tokens stays right until the settings
+                # change (holds leave the bucket alone).
+                version = self._version
+                if tokens > self._burst:
+                    self._check_tokens(tokens)
+                due = now + max(0.0, tokens - self._tokens) / self._per_second
+            deadline = max(due, self._held_until)
             # Timers may fire a little early (uvloop's count whole milliseconds):
             # the tokens are taken only once the clock has reached the deadline.
-            while now < deadline:
-                await clock.sleep_until(deadline)
-                now = clock.current_time()
-            # Refill at the time we actually woke, however late: a late wake
-            # finds at most a full bucket, so a stall cannot release more.
-            self._refill(now)
-        # At the deadline the refill has paid for the tokens, but for rounding.
+            if now >= deadline:
+                break
+            self._head_sleep = scope = CancelScope()
+            try:
+                with scope:
+                    await clock.sleep_until(deadline)
+            finally:
+                self._head_sleep = None
+            now = clock.current_time()
+        # Refilled at the time we actually woke, however late: a late wake finds
+        # at most a full bucket, so a stall cannot release more. At the deadline
+        # the refill has paid for the tokens, but for rounding.
         self._tokens = max(0.0, self._tokens - tokens)
 
     def _pass_the_head(self) -> None:
@@ -246,3 +403,15 @@ def _positive_finite(name: str, value: object) -> float:
     if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def _check_burst(burst: object) -> float:
+    value = _positive_finite("burst", burst)
+    if value < 1:
+        raise ValueError(f"burst must be at least 1, got {burst!r}")
+    return value
+
+
+def _burst_for(rate: float) -> float:
+    """The default burst: ``rate``, or 1 if rate is below 1."""
+    return max(rate, 1.0)
