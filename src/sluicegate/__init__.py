@@ -5,13 +5,14 @@ Runs unchanged on asyncio (with or without uvloop) and on trio, through AnyIO.
 
 from __future__ import annotations
 
+from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, Execution, ExecutionStatus
 from ._exceptions import QueueError, QueueStateError, StrayCancellationError
 from ._executor import Executor
 from ._protocols import QueueProtocol
 from ._queue import BoundedQueue, QueueStatus
-from ._rate_limit import Clock, RateLimiter
+from ._rate_limit import RateLimiter
 from ._work_queue import WorkQueue
 
 __all__ = [

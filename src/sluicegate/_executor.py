@@ -12,12 +12,13 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import current_token
 
 from ._checks import check_iterable
+from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, stray_cancellation
 from ._feed import feed
 from ._queue import QueueStatus, _Default
-from ._rate_limit import Clock, RateLimiter
+from ._rate_limit import RateLimiter
 from ._scoped import Scoped
 from ._work_queue import WorkQueue
 

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
-import anyio
 from anyio import CancelScope, WouldBlock
 
+from ._clock import AnyIOClock, Clock, check_clock
 from ._waiters import WaiterLine
 
-__all__ = ["Clock", "RateLimiter"]
-
-
-class Clock(Protocol):
-    """Where a RateLimiter reads the time and sleeps; AnyIO's clock by default.
-
-    Pass your own to drive a limiter in virtual time, in tests or simulations.
-    """
-
-    def current_time(self) -> float:
-        """Seconds on a monotonic clock."""
-        ...
-
-    async def sleep_until(self, deadline: float) -> None:
-        """Return once `current_time()` has reached ``deadline``."""
-        ...
-
-
-class _AnyIOClock:
-    """The running event loop's clock (trio's MockClock included)."""
-
-    def current_time(self) -> float:
-        return anyio.current_time()
-
-    async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep_until(deadline)
+__all__ = ["RateLimiter"]
 
 
 class RateLimiter:
@@ -92,15 +66,7 @@ class RateLimiter:
         self._burst_follows_rate = burst is None
         self._burst = _burst_for(self._rate) if burst is None else _check_burst(burst)
         self._per_second = self._rate / self._period
-        if clock is not None and not (
-            callable(getattr(clock, "current_time", None))
-            and callable(getattr(clock, "sleep_until", None))
-        ):
-            raise TypeError(
-                "clock must have current_time() and async sleep_until(deadline) "
-                f"methods, got {clock!r}"
-            )
-        self._clock: Clock = _AnyIOClock() if clock is None else clock
+        self._clock: Clock = check_clock(clock)
         self._tokens = self._burst
         self._updated: float | None = None
         # No grant before this time on the limiter's clock (hold_until).
@@ -288,7 +254,7 @@ class RateLimiter:
     def _uses_clock(self, clock: Clock | None) -> bool:
         """True if this limiter reads ``clock`` (None: the event loop's)."""
         if clock is None:
-            return isinstance(self._clock, _AnyIOClock)
+            return isinstance(self._clock, AnyIOClock)
         return self._clock is clock
 
     def _take(self, now: float, tokens: float) -> bool:
