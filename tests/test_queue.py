@@ -44,7 +44,7 @@ async def noop(item: object) -> None:
 def test_defaults() -> None:  # UT-1
     queue: BoundedQueue[int] = BoundedQueue()
     assert queue.maxsize == 100
-    assert queue.timeout == 0.1
+    assert queue.timeout is None  # put waits for room unless told otherwise
     assert queue.status is QueueStatus.IDLE
     assert queue.size == 0
     assert queue.is_empty

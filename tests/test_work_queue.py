@@ -85,7 +85,9 @@ async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
     await work_queue.stop(timeout=2.0)
     mock.stop.assert_awaited_once_with(2.0)
     await work_queue.process(noop, 3, task_group=None)
-    mock.start_workers.assert_awaited_once_with(noop, 3, None, task_group=None)
+    mock.start_workers.assert_awaited_once_with(
+        noop, 3, None, task_group=None, retry=None, item_timeout=None
+    )
     for name in ("status", "metrics", "size", "is_full", "is_empty", "worker_count"):
         assert getattr(work_queue, name) is getattr(mock, name)
     assert work_queue.unprocessed is mock.unprocessed
@@ -380,7 +382,7 @@ async def test_two_batches_at_once_on_one_queue_are_refused() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(queue.batch_process, range(3), wait)
             await anyio.wait_all_tasks_blocked()
-            with pytest.raises(QueueStateError, match="another batch"):
+            with pytest.raises(QueueStateError, match="a batch or a map"):
                 await queue.batch_process(range(3), noop)
             release.set()
     assert queue.metrics["processed"] == 3

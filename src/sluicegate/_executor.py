@@ -203,6 +203,7 @@ class Executor(Scoped, Generic[E]):
                 await self._put_drawn(event, None)
             except BaseException:
                 self._pending.appendleft(event)  # put is atomic: not accepted
+                self._cancel_leftovers()  # the queue may have stopped meanwhile
                 raise
 
     async def _put_drawn(self, event: E, timeout: None) -> bool:
@@ -342,7 +343,8 @@ class Executor(Scoped, Generic[E]):
             async with self._queue:
                 await self._queue.process(self._run, self._num_workers, self._on_error)
                 yield
-                await self.forward()
+                if self._queue.status is QueueStatus.PROCESSING:
+                    await self.forward()  # (stopped inside the block: CANCELLED)
         finally:
             self._cancel_leftovers()
 

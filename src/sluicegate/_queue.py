@@ -1,11 +1,13 @@
 """BoundedQueue: a bounded buffer with backpressure and a pool of workers.
 
-The buffer is an AnyIO memory object stream, used only through its ``_nowait``
-methods: a put into a queue with room and a get from a queue with items complete
-without a trip through the event loop. Blocked producers and idle consumers park on
-events of their own, and take or place their item themselves once woken, so that
-an item is never handed to a task that might be cancelled before it runs: put and
-get are atomic under cancellation, which AnyIO's ``send`` and ``receive`` are not.
+The buffer is a deque. A put into a queue with room and a get from a queue with
+items complete at once, without a trip through the event loop. Blocked producers
+and idle consumers park in waiter lines of their own, and take or place their item
+themselves once woken, so that an item is never handed to a task that might be
+cancelled before it runs: put and get are atomic under cancellation.
+
+Items waiting out a retry's backoff sit in a delay line, not holding a worker, and
+still count against ``maxsize``: memory stays bounded however many retries wait.
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from inspect import isawaitable
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from anyio import (
     CancelScope,
     CapacityLimiter,
-    ClosedResourceError,
     Event,
     WouldBlock,
-    create_memory_object_stream,
     create_task_group,
     move_on_after,
 )
@@ -39,7 +40,11 @@ from ._checks import (
     check_seconds,
     not_awaitable,
 )
+from ._clock import AnyIOClock, Clock, check_clock
+from ._delay import DelayLine
 from ._exceptions import QueueStateError, sole_exception, stray_cancellation
+from ._results import Outcome
+from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
@@ -51,8 +56,9 @@ __all__ = ["BoundedQueue", "QueueStatus"]
 
 T = TypeVar("T")
 
-WorkerFunc = Callable[[T], Awaitable[object]]
+WorkerFunc = Callable[[T], Awaitable[Any]]
 ErrorHandler = Callable[[Exception, T], Awaitable[object]]
+Sink = Callable[[Outcome[T, Any]], object]
 
 #: A task that completes this many operations in a row without waiting yields once,
 #: so that a producer or worker that never blocks cannot starve the other tasks.
@@ -76,6 +82,60 @@ _DEFAULT: Final = _Default.TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
+class _Retry(Generic[T]):
+    """An item coming back for another call: how many it has had, since when."""
+
+    __slots__ = ("attempts", "first", "item")
+
+    def __init__(self, item: T, attempts: int, first: float) -> None:
+        self.item = item
+        self.attempts = attempts
+        self.first = first
+
+
+def _unwrap(entry: T | _Retry[T]) -> T:
+    return entry.item if type(entry) is _Retry else entry  # type: ignore[return-value]
+
+
+class _Job(Generic[T]):
+    """How one set of workers handles an item: what to call, and around it."""
+
+    __slots__ = ("func", "on_error", "plain", "retry", "sink", "timeout")
+
+    def __init__(
+        self,
+        func: WorkerFunc[T],
+        on_error: ErrorHandler[T] | None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        sink: Sink[T] | None = None,
+    ) -> None:
+        self.func = func
+        self.on_error = on_error
+        self.retry = retry
+        self.timeout = timeout
+        self.sink = sink
+        # Nothing around the call: the worker loop runs it inline (the hot path).
+        self.plain = retry is None and timeout is None and sink is None
+
+
+def check_retry(retry: object) -> RetryPolicy | None:
+    """Return ``retry`` if it is a RetryPolicy or None."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(
+            f"retry must be a sluicegate.RetryPolicy or None, got {retry!r}"
+        )
+    return retry
+
+
+def check_item_timeout(item_timeout: object) -> float | None:
+    """Return ``item_timeout`` if it is a number of seconds > 0, or None."""
+    seconds = check_seconds("item_timeout", item_timeout, allow_none=True)
+    if seconds == 0:
+        raise ValueError("item_timeout must be > 0 seconds (None: no limit), got 0")
+    return seconds
+
+
 class BoundedQueue(Scoped, Generic[T]):
     """A queue of at most ``maxsize`` items, handled by a pool of workers.
 
@@ -90,8 +150,10 @@ class BoundedQueue(Scoped, Generic[T]):
     `start_workers`.
 
     Nothing is lost: at every moment ``enqueued == processed + size + in flight +
-    len(unprocessed)``. Items still buffered when the queue stops, or cancelled
-    while being handled, are listed in `unprocessed` and never counted as processed.
+    delayed + len(unprocessed)``. Items still buffered or waiting for a retry when
+    the queue stops, or cancelled while being handled, are listed in `unprocessed`
+    and never counted as processed. An item is processed once, at its final
+    outcome (retries included).
 
     Who is served first: blocked producers in the order they started waiting;
     parked `get` callers in the order they started waiting, before idle workers;
@@ -100,11 +162,13 @@ class BoundedQueue(Scoped, Generic[T]):
     Args:
         maxsize: How many items the buffer holds, at least 1.
         timeout: How long `put` waits on a full queue by default, in seconds
-            (0: not at all; None: as long as it takes).
+            (None, the default: as long as it takes; 0: not at all).
         concurrency_limit: How many items may be handled at once across all workers
             (None: one per worker). Can be changed while the queue runs.
         logger: Where worker errors are logged; ``logging.getLogger("sluicegate")``
             by default.
+        clock: Where retry delays and item timeouts read the time and sleep; the
+            event loop's by default (pass one to run them in virtual time).
 
     Raises:
         TypeError: maxsize is not an int, or timeout is not a number or None.
@@ -114,10 +178,11 @@ class BoundedQueue(Scoped, Generic[T]):
     def __init__(
         self,
         maxsize: int = 100,
-        timeout: float | None = 0.1,
+        timeout: float | None = None,
         *,
         concurrency_limit: int | None = None,
         logger: logging.Logger | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
         self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
@@ -128,22 +193,28 @@ class BoundedQueue(Scoped, Generic[T]):
         self._concurrency_limit = limit
         self._limiter = CapacityLimiter(_tokens(limit))
         self._limit_lowered = False
+        self._clock = check_clock(clock)
         self._status = QueueStatus.IDLE
         self._run = 0  # counts starts: a waiter from an earlier run is refused
-        # The stream exists only while the queue runs: a closed pair stands in
-        # before start and after stop, so an unused queue leaves nothing unclosed.
-        self._send, self._receive = create_memory_object_stream[T](maxsize)
-        self._send.close()
-        self._receive.close()
-        # The books: enqueued == processed + size + in_flight + len(unprocessed).
+        # Items, and items back for a retry (wrapped, to carry their attempts).
+        self._buffer: deque[T | _Retry[T]] = deque()
+        # The books: enqueued == processed + size + in_flight + delayed
+        # + len(unprocessed), where size is len(_buffer).
         self._enqueued = 0
         self._processed = 0
         self._errors = 0
+        self._error_types: dict[str, int] = {}
         self._backpressure_events = 0
-        self._size = 0
+        self._retries = 0
         self._in_flight = 0
+        self._delayed = 0
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
+        # Items waiting out a backoff, and (on an injected clock) call deadlines.
+        self._timers: DelayLine[_Retry[T] | CancelScope] = DelayLine(
+            self._clock, self._timer_due
+        )
+        self._timer_scope: CancelScope | None = None
         # Parked tasks. A consumer is woken only when no consumer already woken
         # will take the item; get() callers before idle workers.
         self._producers = WaiterLine(on_lost_wake=self._wake_producer)
@@ -155,6 +226,8 @@ class BoundedQueue(Scoped, Generic[T]):
         self._on_stopped: Callable[[], object] | None = None  # for an Executor
         self._fast_puts = 0
         self._said_not_awaitable = False
+        self._logged_types: dict[str, int] = {}  # failures no handler took
+        self._unlogged_failures = 0  # of those, how many since the last log line
 
     # -- properties -------------------------------------------------------------
 
@@ -176,17 +249,22 @@ class BoundedQueue(Scoped, Generic[T]):
     @property
     def size(self) -> int:
         """How many items wait in the buffer (not counting those being handled)."""
-        return self._size
+        return len(self._buffer)
+
+    @property
+    def delayed(self) -> int:
+        """How many items wait out a retry's backoff (they count against maxsize)."""
+        return self._delayed
 
     @property
     def is_empty(self) -> bool:
         """True when no item waits in the buffer."""
-        return self._size == 0
+        return not self._buffer
 
     @property
     def is_full(self) -> bool:
         """True when a put would have to wait."""
-        return self._size >= self._maxsize
+        return len(self._buffer) + self._delayed >= self._maxsize
 
     @property
     def worker_count(self) -> int:
@@ -198,7 +276,8 @@ class BoundedQueue(Scoped, Generic[T]):
         """A copy of the accepted items that were never processed.
 
         Listed as they were given up: items cancelled in flight as their workers
-        end, then what was left in the buffer, oldest first.
+        end, then what was left in the buffer, oldest first, then items that were
+        waiting for a retry.
         """
         return list(self._unprocessed)
 
@@ -230,18 +309,27 @@ class BoundedQueue(Scoped, Generic[T]):
     def metrics(self) -> dict[str, int]:
         """A fresh snapshot of the counters.
 
-        ``enqueued``, ``processed`` (errors included), ``errors``,
-        ``backpressure_events`` (puts that gave up on a full queue), ``in_flight``
-        and ``unprocessed`` (how many items are listed in `unprocessed`).
+        ``enqueued``, ``processed`` (errors included), ``errors`` (items whose
+        final outcome was a failure), ``backpressure_events`` (puts that gave up
+        on a full queue), ``retries`` (calls scheduled again after a failure),
+        ``in_flight``, ``delayed`` (waiting out a retry's backoff) and
+        ``unprocessed`` (how many items are listed in `unprocessed`).
         """
         return {
             "enqueued": self._enqueued,
             "processed": self._processed,
             "errors": self._errors,
             "backpressure_events": self._backpressure_events,
+            "retries": self._retries,
             "in_flight": self._in_flight,
+            "delayed": self._delayed,
             "unprocessed": len(self._unprocessed),
         }
+
+    @property
+    def errors_by_type(self) -> dict[str, int]:
+        """A fresh count of failed items by the qualified name of their error."""
+        return dict(self._error_types)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -261,11 +349,12 @@ class BoundedQueue(Scoped, Generic[T]):
             raise QueueStateError(
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
-        self._send, self._receive = create_memory_object_stream[T](self._maxsize)
-        # A new limiter for each run: one is bound to the event loop that first
-        # uses it, and a stopped queue may be started again in another.
-        self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
-        self._limit_lowered = False
+        # A new limiter for a run in a new event loop (one is bound to the loop
+        # that first uses it); but while workers of the last run still hold its
+        # tokens (the loop is the same), they count against the limit.
+        if not self._pool.workers:
+            self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
+            self._limit_lowered = False
         self._run += 1
         self._status = QueueStatus.PROCESSING
 
@@ -293,11 +382,13 @@ class BoundedQueue(Scoped, Generic[T]):
         if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
             self._finalize()
             return
+        run = self._run
         self._status = QueueStatus.STOPPING
         self._producers.wake_all()
         self._getters.wake_all()
         await self._end_workers(list(self._pool.workers), timeout)
-        self._finalize()
+        if self._run == run:  # not started again meanwhile: a new run is not ours
+            self._finalize()
 
     async def join(self) -> None:
         """Wait until every accepted item is processed or the queue has stopped."""
@@ -367,8 +458,9 @@ class BoundedQueue(Scoped, Generic[T]):
         """Add ``item``; return True once it is accepted, False on backpressure.
 
         On a full queue, wait up to ``timeout`` seconds (default: the queue's
-        timeout; 0: not at all; None: as long as it takes) for room, then return
-        False and count a backpressure event. A full queue never raises.
+        timeout, which is None unless set: as long as it takes; 0: not at all)
+        for room, then return False and count a backpressure event. A full queue
+        never raises. Items waiting for a retry take room too.
 
         Atomic under cancellation: if put raises, the item was not accepted and
         will never be processed.
@@ -394,12 +486,11 @@ class BoundedQueue(Scoped, Generic[T]):
             run = self._run
             await checkpoint()
             self._check_run("put", run)
-        try:
-            self._send.send_nowait(item)
-        except WouldBlock:
-            return await self._put_waiting(item, timeout)
-        self._accepted()
-        return True
+        if len(self._buffer) + self._delayed < self._maxsize:
+            self._buffer.append(item)
+            self._accepted()
+            return True
+        return await self._put_waiting(item, timeout)
 
     async def _put_waiting(self, item: T, timeout: float | None) -> bool:
         if timeout is None:
@@ -416,24 +507,25 @@ class BoundedQueue(Scoped, Generic[T]):
 
     async def _put_when_room(self, item: T) -> None:
         run = self._run
+        again = False
         while True:
-            await self._producers.park()
+            # Woken but beaten to the slot: wait again without losing our place.
+            await self._producers.park(first=again)
+            again = True
             self._check_run("put", run)
-            try:
-                self._send.send_nowait(item)
-            except WouldBlock:
-                continue  # another producer took the slot first
-            self._accepted()
-            return
+            if len(self._buffer) + self._delayed < self._maxsize:
+                self._buffer.append(item)
+                self._accepted()
+                return
+            # Another producer took the slot first: wait for the next one.
 
     def _accepted(self) -> None:
         self._enqueued += 1
-        self._size += 1
         if self._getters.parked or self._idle_workers.parked:
             self._wake_consumer()
 
     def _wake_producer(self) -> None:
-        if self._size < self._maxsize:
+        if len(self._buffer) + self._delayed < self._maxsize:
             self._producers.wake_one()
 
     def _record_refused(self, item: T) -> None:
@@ -460,19 +552,19 @@ class BoundedQueue(Scoped, Generic[T]):
         """
         self._check_running("get")
         run = self._run
-        while True:
+        again = False
+        while not self._buffer:
             try:
-                item = self._take_nowait()
-            except WouldBlock:
-                try:
-                    await self._getters.park()
-                except BaseException:
-                    self._release_joiners()  # one consumer fewer
-                    raise
-                self._check_run("get", run)
-                continue
-            self._taken_by_get += 1
-            return item
+                # Woken but beaten to the item: wait again, first in line.
+                await self._getters.park(first=again)
+            except BaseException:
+                self._release_joiners()  # one consumer fewer
+                raise
+            again = True
+            self._check_run("get", run)
+        entry = self._take()
+        self._taken_by_get += 1
+        return _unwrap(entry)
 
     def task_done(self) -> None:
         """Record that an item taken with `get` has been handled.
@@ -487,18 +579,18 @@ class BoundedQueue(Scoped, Generic[T]):
         if not self._taken_by_get:
             self._release_joiners()  # the `async with` exit may stop waiting
 
-    def _take_nowait(self) -> T:
-        item = self._receive.receive_nowait()
-        self._size -= 1
+    def _take(self) -> T | _Retry[T]:
+        """Take the first buffered entry (the caller checked there is one)."""
+        entry = self._buffer.popleft()
         self._in_flight += 1
         if self._producers.parked:
-            self._producers.wake_one()
-        return item
+            self._wake_producer()
+        return entry
 
     def _wake_consumer(self) -> None:
         getters = self._getters
         idle = self._idle_workers
-        if getters.woken + idle.woken >= self._size:
+        if getters.woken + idle.woken >= len(self._buffer):
             return  # those already woken will take every buffered item
         if getters.parked:
             getters.wake_one()
@@ -529,6 +621,8 @@ class BoundedQueue(Scoped, Generic[T]):
         error_handler: ErrorHandler[T] | None = None,
         *,
         task_group: TaskGroup | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
     ) -> None:
         """Start ``num_workers`` workers that await ``worker_func(item)`` per item.
 
@@ -537,11 +631,20 @@ class BoundedQueue(Scoped, Generic[T]):
         decorator); if a call returns something else, that item fails with a
         TypeError naming the function, and the log says so once.
 
-        A worker_func that raises an Exception counts as processed and as an
-        error once ``error_handler(exc, item)`` (if given) has returned; if the
-        handler raises too, that is logged, and the worker goes on. A
-        cancellation exception raised although nothing cancelled the worker
-        (asyncio's CancelledError from awaiting a cancelled task, say) is such a
+        An item whose call raises an Exception fails. With a ``retry`` policy
+        that accepts the error, it is called again after a backoff spent in a
+        delay line (holding no worker and no concurrency slot), up to the
+        policy's attempts. Its final failure counts as processed and as an error
+        once ``error_handler(exc, item)`` (if given) has returned; if the handler
+        raises too, that is logged, and the worker goes on. Without a handler,
+        failures are logged: the first of each exception type with its
+        traceback, then a count at each power of two and at stop.
+
+        A call running longer than ``item_timeout`` seconds is cancelled and
+        fails with TimeoutError (retried like any other error).
+
+        A cancellation exception raised although nothing cancelled the worker
+        (asyncio's CancelledError from awaiting a cancelled task, say) is a
         failure too, reported as `StrayCancellationError`. Other BaseExceptions
         (KeyboardInterrupt, a real cancellation) leave the item unprocessed and
         propagate.
@@ -550,15 +653,21 @@ class BoundedQueue(Scoped, Generic[T]):
         enclosing ``async with queue:``.
 
         Raises:
-            TypeError: worker_func or error_handler is not callable, or
-                num_workers is not an int.
-            ValueError: num_workers < 1.
+            TypeError: worker_func or error_handler is not callable, num_workers is
+                not an int, retry is not a RetryPolicy.
+            ValueError: num_workers < 1, item_timeout <= 0.
             QueueStateError: the queue is not PROCESSING, or there is no task group
                 to run the workers in.
         """
         check_callable("worker_func", worker_func)
         check_int("num_workers", num_workers, minimum=1)
         check_callable("error_handler", error_handler, allow_none=True)
+        job = _Job(
+            worker_func,
+            error_handler,
+            check_retry(retry),
+            check_item_timeout(item_timeout),
+        )
         if task_group is not None and not isinstance(task_group, TaskGroup):
             raise TypeError(
                 f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
@@ -571,19 +680,19 @@ class BoundedQueue(Scoped, Generic[T]):
                 "`async with queue:` (the queue owns them), or pass "
                 "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
             )
-        self._spawn_workers(group, worker_func, num_workers, error_handler)
+        self._spawn_workers(group, job, num_workers)
 
     def _spawn_workers(
-        self,
-        group: TaskGroup,
-        worker_func: WorkerFunc[T],
-        num_workers: int,
-        error_handler: ErrorHandler[T] | None,
+        self, group: TaskGroup, job: _Job[T], num_workers: int
     ) -> list[Worker]:
         """Start workers in ``group`` (arguments already checked); return them."""
-        return self._pool.spawn(
-            group, num_workers, self._run_worker, worker_func, error_handler
-        )
+        if self._timer_scope is None and (
+            job.retry is not None
+            or (job.timeout is not None and not isinstance(self._clock, AnyIOClock))
+        ):
+            group.start_soon(self._run_timers)
+            self._timer_scope = CancelScope()  # replaced as the task starts
+        return self._pool.spawn(group, num_workers, self._run_worker, job)
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -597,20 +706,20 @@ class BoundedQueue(Scoped, Generic[T]):
         timeout = check_seconds("timeout", timeout, allow_none=True)
         await self._end_workers(list(self._pool.workers), timeout)
 
-    async def _run_worker(
-        self,
-        worker: Worker,
-        func: WorkerFunc[T],
-        on_error: ErrorHandler[T] | None,
-    ) -> None:
+    async def _run_worker(self, worker: Worker, job: _Job[T]) -> None:  # noqa: PLR0915
         """One worker: take items and handle them until asked to stop.
 
         The loop is written out in one coroutine on purpose: every await nested
         in the worker costs a frame on each resume, and this is the hot path.
+        Items with nothing around their call (no retry, timeout or results) are
+        handled inline; the others go through `_handle`.
         """
         self._pool.entered(worker)
         limiter = self._limiter
         idle = self._idle_workers
+        buffer = self._buffer
+        func = job.func
+        plain = job.plain
         try:
             with worker.scope:
                 while not worker.stopping:
@@ -625,28 +734,28 @@ class BoundedQueue(Scoped, Generic[T]):
                     # or as soon as the limit has been lowered below what is lent.
                     try:
                         handled = 0
-                        while not worker.stopping:
+                        while buffer and not worker.stopping:
                             if self._limit_lowered and self._over_limit():
                                 break
-                            try:
-                                item = self._take_nowait()
-                            except WouldBlock:
-                                break
+                            entry = self._take()
                             worker.busy = True
-                            call: Awaitable[object] | None = None
-                            try:
-                                call = func(item)
-                                await call
-                            except Exception as exc:
-                                await self._failed(exc, item, func, call, on_error)
-                            except BaseException as exc:
-                                stray = stray_cancellation(exc)
-                                if stray is None:
-                                    self._abandoned(item)
-                                    raise
-                                await self._failed(stray, item, func, call, on_error)
+                            if plain and type(entry) is not _Retry:
+                                call: Awaitable[object] | None = None
+                                try:
+                                    call = func(entry)  # type: ignore[arg-type]
+                                    await call
+                                except Exception as exc:
+                                    await self._failed(exc, entry, job, call)  # type: ignore[arg-type]
+                                except BaseException as exc:
+                                    stray = stray_cancellation(exc)
+                                    if stray is None:
+                                        self._abandoned(entry)  # type: ignore[arg-type]
+                                        raise
+                                    await self._failed(stray, entry, job, call)  # type: ignore[arg-type]
+                                else:
+                                    self._finished()
                             else:
-                                self._finished()
+                                await self._handle(entry, job)
                             worker.busy = False
                             handled += 1
                             if handled == _YIELD_EVERY:
@@ -654,10 +763,69 @@ class BoundedQueue(Scoped, Generic[T]):
                                 await checkpoint()
                     finally:
                         limiter.release()
-                    if not worker.stopping and not self._size:
+                    if not worker.stopping and not buffer:
                         await idle.park()
         finally:
+            # Woken for an item, then told to stop before it ran: pass it on.
+            if self._buffer and self._status is _PROCESSING:
+                self._wake_consumer()
             self._pool.left(worker)
+
+    async def _handle(self, entry: T | _Retry[T], job: _Job[T]) -> None:
+        """Handle one item with what the job puts around its call."""
+        if type(entry) is _Retry:
+            item: T = entry.item
+            attempts = entry.attempts + 1
+            first: float | None = entry.first
+        else:
+            item = entry  # type: ignore[assignment]
+            attempts = 1
+            first = None
+        clock = self._clock
+        started = clock.current_time()
+        if first is None:
+            first = started
+        call: Awaitable[object] | None = None
+        try:
+            if job.timeout is None:
+                call = job.func(item)
+                value = await call
+            else:
+                with self._deadline(started + job.timeout) as scope:
+                    call = job.func(item)
+                    value = await call
+                if scope.cancelled_caught:
+                    raise TimeoutError(
+                        f"the call took longer than item_timeout ({job.timeout:g} s)"
+                    )
+        except Exception as exc:
+            await self._failed(exc, item, job, call, attempts=attempts, first=first)
+            return
+        except BaseException as exc:
+            stray = stray_cancellation(exc)
+            if stray is None:
+                self._abandoned(item)
+                raise
+            await self._failed(stray, item, job, call, attempts=attempts, first=first)
+            return
+        if job.sink is not None:
+            job.sink(Outcome(item, value, None, attempts, clock.current_time() - first))
+        self._finished()
+
+    @contextmanager
+    def _deadline(self, deadline: float) -> Iterator[CancelScope]:
+        """A cancel scope that is cancelled when the queue's clock reaches
+        ``deadline``."""
+        if isinstance(self._clock, AnyIOClock):
+            with CancelScope(deadline=deadline) as scope:
+                yield scope
+            return
+        with CancelScope() as scope:
+            entry = self._timers.add(scope, deadline)
+            try:
+                yield scope
+            finally:
+                self._timers.withdraw(entry)
 
     def _last_worker_left(self) -> None:
         if self._status is QueueStatus.STOPPING:
@@ -679,32 +847,82 @@ class BoundedQueue(Scoped, Generic[T]):
         self,
         exc: Exception,
         item: T,
-        func: object,
+        job: _Job[T],
         call: object,
-        on_error: ErrorHandler[T] | None,
+        *,
+        attempts: int = 1,
+        first: float | None = None,
     ) -> None:
-        """Count ``item`` as processed with an error, once its handler has run.
+        """Retry ``item`` if its job's policy says so; else settle its failure.
 
-        If the handler is cancelled, the item is unprocessed instead.
+        A final failure counts the item as processed with an error once its
+        handler has run; if the handler is cancelled, the item is unprocessed.
         """
         if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
-            exc = not_awaitable("worker_func", func, call)
+            exc = not_awaitable("worker_func", job.func, call)
         if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
             self._said_not_awaitable = True
             self._logger.warning("%s", exc)
+        retry = job.retry
+        if retry is not None and self._retry_later(exc, item, retry, attempts, first):
+            return
         try:
-            await self._report(exc, item, on_error)
+            await self._report(exc, item, job.on_error)
         except BaseException:
             self._abandoned(item)
             raise
         self._errors += 1
+        name = type(exc).__qualname__
+        self._error_types[name] = self._error_types.get(name, 0) + 1
+        if job.sink is not None:
+            duration = 0.0 if first is None else self._clock.current_time() - first
+            job.sink(Outcome(item, None, exc, attempts, duration))
         self._finished()
+
+    def _retry_later(
+        self,
+        exc: Exception,
+        item: T,
+        policy: RetryPolicy,
+        attempts: int,
+        first: float | None,
+    ) -> bool:
+        """Put ``item`` in the delay line for another call, if ``policy`` allows."""
+        if attempts >= policy.attempts or not policy.retries(exc):
+            return False
+        now = self._clock.current_time()
+        if first is None:
+            first = now
+        delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
+        if policy.timeout is not None and now + delay - first > policy.timeout:
+            return False
+        self._in_flight -= 1
+        self._delayed += 1
+        self._retries += 1
+        self._timers.add(_Retry(item, attempts, first), now + delay)
+        return True
+
+    def _timer_due(self, value: _Retry[T] | CancelScope) -> None:
+        """A retry's backoff is over (back into the buffer, at the front), or a
+        call's deadline has come (cancel it)."""
+        if type(value) is _Retry:
+            self._delayed -= 1
+            self._buffer.appendleft(value)
+            if self._getters.parked or self._idle_workers.parked:
+                self._wake_consumer()
+        else:
+            value.cancel()  # type: ignore[union-attr]
+
+    async def _run_timers(self) -> None:
+        with CancelScope() as scope:
+            self._timer_scope = scope
+            await self._timers.run()
 
     async def _report(
         self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
     ) -> None:
         if on_error is None:
-            self._logger.error("worker_func failed on %r", item, exc_info=exc)
+            self._log_failure(exc, item)
             return
         call: Awaitable[object] | None = None
         try:
@@ -720,12 +938,38 @@ class BoundedQueue(Scoped, Generic[T]):
                 raise
             self._logger.error("error_handler failed on %r", item, exc_info=stray)
 
+    def _log_failure(self, exc: Exception, item: T) -> None:
+        """Log a failure no handler took: a storm must not flood the log.
+
+        The first failure of each exception type is logged with its traceback;
+        later ones only as a count, at each power of two, and once more when
+        the queue stops.
+        """
+        name = type(exc).__qualname__
+        count = self._logged_types[name] = self._logged_types.get(name, 0) + 1
+        if count == 1:
+            self._logger.error("worker_func failed on %r", item, exc_info=exc)
+            return
+        self._unlogged_failures += 1
+        if count & (count - 1) == 0:
+            self._logger.error(
+                "worker_func has failed %d times with %s (the traceback of the "
+                "first was logged); the latest on %r: %s",
+                count,
+                name,
+                item,
+                exc,
+            )
+            self._unlogged_failures = 0
+
     async def _end_workers(self, workers: list[Worker], timeout: float | None) -> None:
-        self._idle_workers.wake_all()
+        # Idle workers are cancelled where they park, not woken: a wake-up would
+        # count as one handed out for an item and hold back the next.
         try:
             await self._pool.end(workers, timeout)
         except BaseException:
-            self._pool.cancel(workers)
+            me = self._pool.current()  # a worker's own item goes on
+            self._pool.cancel([worker for worker in workers if worker is not me])
             raise
 
     # -- state ------------------------------------------------------------------
@@ -740,22 +984,29 @@ class BoundedQueue(Scoped, Generic[T]):
         self._pool.cancel()
 
     def _finalize(self) -> None:
-        """Move whatever is left in the buffer to `unprocessed` and become STOPPED."""
+        """List what is left (buffered, then delayed) in `unprocessed`; STOPPED."""
         if self._status is QueueStatus.STOPPED:
             return
-        while True:
-            try:
-                self._unprocessed.append(self._receive.receive_nowait())
-            except (WouldBlock, ClosedResourceError):  # empty, or the stand-in
-                break
-        self._size = 0
-        self._send.close()
-        self._receive.close()
+        self._unprocessed.extend(_unwrap(entry) for entry in self._buffer)
+        self._buffer.clear()
+        for value in self._timers.drain():
+            if type(value) is _Retry:
+                self._unprocessed.append(value.item)
+        self._delayed = 0
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+            self._timer_scope = None
         self._status = QueueStatus.STOPPED
         self._producers.wake_all()
         self._getters.wake_all()
         self._idle_workers.wake_all()
         self._release_joiners()
+        if self._unlogged_failures:
+            self._logger.error(
+                "worker_func failures no error_handler took, by type: %s",
+                ", ".join(f"{n}: {c}" for n, c in self._logged_types.items()),
+            )
+            self._unlogged_failures = 0
         if self._on_stopped is not None:
             self._on_stopped()
 

@@ -70,14 +70,20 @@ class WaiterLine:
     def __bool__(self) -> bool:
         return self.parked > 0
 
-    async def park(self) -> None:
+    async def park(self, *, first: bool = False) -> None:
         """Wait in the line until woken.
+
+        ``first=True`` parks at the head of the line: for a task that was woken,
+        found its chance taken by another, and must not lose its place.
 
         If cancelled, the task leaves the line and the cancellation propagates;
         a wake-up it had already received goes to ``on_lost_wake``.
         """
         waiter = _Waiter()
-        self._entries.append(waiter)
+        if first and not self._lifo:  # (LIFO serves the newest first anyway)
+            self._entries.appendleft(waiter)
+        else:
+            self._entries.append(waiter)
         self.parked += 1
         try:
             await waiter.event.wait()

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+)
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from inspect import isawaitable
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
 from ._checks import check_callable, check_iterable, check_optional_int, not_awaitable
+from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, sole_exception
 from ._feed import feed
-from ._queue import BoundedQueue, ErrorHandler, QueueStatus, WorkerFunc, _Default
+from ._queue import (
+    BoundedQueue,
+    ErrorHandler,
+    QueueStatus,
+    Sink,
+    WorkerFunc,
+    _Default,
+    _Job,
+    check_item_timeout,
+    check_retry,
+)
 from ._rate_limit import RateLimiter
+from ._results import MapResults
+from ._retry import RetryAfter, RetryPolicy
+from ._workers import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # installed with anyio there
@@ -25,42 +46,60 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["WorkQueue"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class WorkQueue(Generic[T]):
     """A bounded work queue: put items, or hand it a whole batch to process.
 
     It wraps one `BoundedQueue` (exposed as `queue`) and offers the same calls,
-    plus `process` (start workers) and `batch_process` (feed an iterable through
-    workers and wait until every item is processed).
+    plus `process` (start workers), `batch_process` (feed an iterable through
+    workers and wait until every item is processed) and `map` (the same, reading
+    each item's outcome as it comes).
 
     Args:
         maxsize: How many items the buffer holds, at least 1.
-        timeout: How long `put` waits on a full queue by default, in seconds.
+        timeout: How long `put` waits on a full queue by default, in seconds
+            (None, the default: as long as it takes).
         concurrency_limit: How many items are handled at once (None: one per
             worker); also the default number of workers.
         logger: Where worker errors are logged.
-        rate_limiter: A `RateLimiter` each worker takes a token from before it
-            handles an item; it may be shared with other queues.
+        rate_limiter: A `RateLimiter` each call takes a token from before it
+            starts (retries included); it may be shared with other queues. A
+            call that raises `RetryAfter` holds it for that long.
+        retry: The `RetryPolicy` for failed items (None: no retries); `process`,
+            `batch_process` and `map` may give their own.
+        item_timeout: Seconds a call may run before it is cancelled and fails
+            with TimeoutError (None: no limit); overridable per call as retry.
+        clock: Where retry delays and item timeouts read the time and sleep.
     """
 
     def __init__(
         self,
         maxsize: int = 100,
-        timeout: float | None = 0.1,
+        timeout: float | None = None,
         concurrency_limit: int | None = None,
         *,
         logger: logging.Logger | None = None,
         rate_limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._queue: BoundedQueue[T] = BoundedQueue(
-            maxsize, timeout, concurrency_limit=concurrency_limit, logger=logger
+            maxsize,
+            timeout,
+            concurrency_limit=concurrency_limit,
+            logger=logger,
+            clock=clock,
         )
         if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
             raise TypeError(
                 f"rate_limiter must be a RateLimiter or None, got {rate_limiter!r}"
             )
         self._rate_limiter = rate_limiter
+        self._retry = check_retry(retry)
+        self._item_timeout = check_item_timeout(item_timeout)
 
     @classmethod
     def from_config(
@@ -91,8 +130,18 @@ class WorkQueue(Generic[T]):
 
     @property
     def rate_limiter(self) -> RateLimiter | None:
-        """The RateLimiter workers take a token from per item, if any."""
+        """The RateLimiter each call takes a token from, if any."""
         return self._rate_limiter
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """The default RetryPolicy for failed items, if any."""
+        return self._retry
+
+    @property
+    def item_timeout(self) -> float | None:
+        """The default seconds a call may run (None: no limit)."""
+        return self._item_timeout
 
     # -- delegated surface ------------------------------------------------------
 
@@ -130,6 +179,16 @@ class WorkQueue(Generic[T]):
     def unprocessed(self) -> list[T]:
         """A copy of the accepted items that were never processed."""
         return self._queue.unprocessed
+
+    @property
+    def delayed(self) -> int:
+        """How many items wait out a retry's backoff."""
+        return self._queue.delayed
+
+    @property
+    def errors_by_type(self) -> dict[str, int]:
+        """A fresh count of failed items by the qualified name of their error."""
+        return self._queue.errors_by_type
 
     @property
     def maxsize(self) -> int:
@@ -198,12 +257,15 @@ class WorkQueue(Generic[T]):
         error_handler: ErrorHandler[T] | None = None,
         *,
         task_group: TaskGroup | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
     ) -> None:
         """Start workers that await ``worker_func(item)`` for each item.
 
         ``num_workers`` defaults to the concurrency limit, or 1. The workers run in
         ``task_group`` if given, else in the task group of ``async with queue:``;
-        see `BoundedQueue.start_workers`.
+        ``retry`` and ``item_timeout`` default to the WorkQueue's. See
+        `BoundedQueue.start_workers`.
         """
         workers = self._worker_count_for(num_workers)
         check_callable("worker_func", worker_func)
@@ -212,6 +274,8 @@ class WorkQueue(Generic[T]):
             workers,
             error_handler,
             task_group=task_group,
+            retry=self._retry if retry is None else retry,
+            item_timeout=self._item_timeout if item_timeout is None else item_timeout,
         )
 
     async def batch_process(
@@ -220,6 +284,9 @@ class WorkQueue(Generic[T]):
         worker_func: WorkerFunc[T],
         num_workers: int | None = None,
         error_handler: ErrorHandler[T] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
     ) -> None:
         """Process every item of ``items`` and return when all are processed.
 
@@ -227,8 +294,8 @@ class WorkQueue(Generic[T]):
         while the queue is full (whatever the queue's put timeout), so a generator of
         millions of items runs in constant memory. The batch's ``num_workers``
         workers (default: the concurrency limit, or 1) live only for this call.
-        Worker errors go to ``error_handler``, or are counted and logged, and never
-        stop the batch.
+        Worker errors (after retries, by ``retry`` or the WorkQueue's policy) go to
+        ``error_handler``, or are counted and logged, and never stop the batch.
 
         Inside ``async with queue:`` the batch runs in the open queue; on its own it
         opens the queue and stops it again at the end, so one WorkQueue can run
@@ -236,13 +303,14 @@ class WorkQueue(Generic[T]):
         only ones: a queue with workers from `process` (or another batch running)
         is refused, since those would take the batch's items.
 
-        Cancelled from outside, it ends its workers and stops reading ``items``
-        (closing an async generator); items cancelled in flight or left in the
-        buffer are listed in `unprocessed`, never counted as processed.
+        Cancelled from outside (or its queue stopped by another task), it ends its
+        workers and stops reading ``items`` (closing an async generator); items
+        cancelled in flight, left in the buffer, waiting for a retry, or read but
+        not yet put are listed in `unprocessed`, never counted as processed.
 
         Raises:
             TypeError: items is not iterable, or worker_func or error_handler is not
-                an async function.
+                callable.
             ValueError: num_workers < 1.
             QueueStateError: the queue already has workers.
 
@@ -250,35 +318,120 @@ class WorkQueue(Generic[T]):
         cancellation and comes out as raised.
         """
         check_iterable("items", items)
-        check_callable("worker_func", worker_func)
-        check_callable("error_handler", error_handler, allow_none=True)
+        job = self._job(worker_func, error_handler, retry, item_timeout)
         workers = self._worker_count_for(num_workers)
-        if self._queue.worker_count:
-            raise QueueStateError(
-                "batch_process() runs its own workers, and this queue already has "
-                f"{self._queue.worker_count} (from process(), start_workers() or "
-                "another batch) that would take the batch's items: stop them first, "
-                "or give the batch a WorkQueue of its own"
-            )
+        self._check_no_workers("batch_process")
         if self._queue.status is QueueStatus.PROCESSING:
-            await self._run_batch(items, worker_func, workers, error_handler)
+            await self._run_batch(items, job, workers)
         else:
             async with self._queue:
-                await self._run_batch(items, worker_func, workers, error_handler)
+                await self._run_batch(items, job, workers)
+
+    def map(
+        self,
+        worker_func: Callable[[T], Awaitable[R]],
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        ordered: bool = False,
+        errors: Literal["collect", "raise"] = "collect",
+        num_workers: int | None = None,
+        window: int | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[MapResults[T, R]]:
+        """Run ``worker_func`` over ``items`` and read each item's `Outcome`.
+
+        Use it as::
+
+            async with queue.map(fetch, urls) as results:
+                async for outcome in results:
+                    print(outcome.item, outcome.unwrap())
+
+        Items are read lazily and run through the queue's workers (``num_workers``
+        of them, living for the block), with its limits, rate limiter, retries
+        and item timeout. Outcomes come as items finish, or in input order with
+        ``ordered=True``. At most ``window`` items (default: maxsize + workers)
+        are read and not yet yielded, so a slow reader slows the feed and memory
+        stays bounded.
+
+        With ``errors="collect"`` a failed item's outcome is yielded like any
+        other (``outcome.error``; ``unwrap()`` raises it). With ``errors="raise"``
+        the first failure (after retries) is raised out of the block, and the
+        rest is cancelled. Leaving the block early cancels the rest too: items
+        cancelled in flight, buffered, delayed or read but not put are listed in
+        `unprocessed` (a queue the map opened itself is stopped; in a queue you
+        opened, buffered items stay buffered).
+
+        Raises:
+            TypeError, ValueError: a bad argument, when the block is entered.
+            QueueStateError: the queue already has workers.
+        """
+        check_iterable("items", items)
+        if errors not in ("collect", "raise"):
+            raise ValueError(f'errors must be "collect" or "raise", got {errors!r}')
+        if not isinstance(ordered, bool):
+            raise TypeError(f"ordered must be a bool, got {ordered!r}")
+        workers = self._worker_count_for(num_workers)
+        size = check_optional_int("window", window, minimum=1)
+        results: MapResults[T, R] = MapResults(
+            size if size is not None else self._queue.maxsize + workers,
+            ordered=ordered,
+            raise_errors=errors == "raise",
+        )
+        job = self._job(worker_func, None, retry, item_timeout, results._deliver)
+        return self._map(items, job, workers, results)
+
+    @asynccontextmanager
+    async def _map(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        job: _Job[T],
+        num_workers: int,
+        results: MapResults[T, R],
+    ) -> AsyncIterator[MapResults[T, R]]:
+        self._check_no_workers("map")
+        queue = self._queue
+        async with AsyncExitStack() as stack:
+            if queue.status is not QueueStatus.PROCESSING:
+                await stack.enter_async_context(queue)
+            async with create_task_group() as tg:
+                workers = queue._spawn_workers(tg, job, num_workers)
+                tg.start_soon(self._feed_map, items, results, workers)
+                yield results
+                if not results._exhausted:
+                    tg.cancel_scope.cancel()  # left early: cancel the rest
+
+    async def _feed_map(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        results: MapResults[T, Any],
+        workers: list[Worker],
+    ) -> None:
+        queue = self._queue
+        put = queue.put
+
+        async def put_in_window(item: T, timeout: None) -> bool:
+            await results._reserve(item)
+            return await put(item, timeout)
+
+        try:
+            await feed(items, put_in_window, refused=queue._record_refused)
+        finally:
+            results._fed_all()
+        await queue._join(while_consumers=True)
+        await queue._end_workers(workers, None)
 
     async def _run_batch(
         self,
         items: Iterable[T] | AsyncIterable[T],
-        worker_func: WorkerFunc[T],
+        job: _Job[T],
         num_workers: int,
-        error_handler: ErrorHandler[T] | None,
     ) -> None:
         queue = self._queue
-        func = self._rate_limited(worker_func)
         unwrapped: BaseException | None = None
         try:
             async with create_task_group() as tg:
-                workers = queue._spawn_workers(tg, func, num_workers, error_handler)
+                workers = queue._spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
                 # stopped meanwhile) is listed in `unprocessed`, never lost.
                 await feed(items, queue.put, refused=queue._record_refused)
@@ -293,7 +446,40 @@ class WorkQueue(Generic[T]):
             finally:
                 del unwrapped
 
-    def _rate_limited(self, worker_func: WorkerFunc[T]) -> WorkerFunc[T]:
+    def _job(
+        self,
+        worker_func: Callable[[T], Awaitable[Any]],
+        error_handler: ErrorHandler[T] | None,
+        retry: RetryPolicy | None,
+        item_timeout: float | None,
+        sink: Sink[T] | None = None,
+    ) -> _Job[T]:
+        """Check the arguments of a batch or map, and say how its items are run."""
+        check_callable("worker_func", worker_func)
+        check_callable("error_handler", error_handler, allow_none=True)
+        retry = check_retry(retry)
+        timeout = check_item_timeout(item_timeout)
+        return _Job(
+            self._rate_limited(worker_func),
+            error_handler,
+            self._retry if retry is None else retry,
+            self._item_timeout if timeout is None else timeout,
+            sink,
+        )
+
+    def _check_no_workers(self, call: str) -> None:
+        if self._queue.worker_count:
+            raise QueueStateError(
+                f"{call}() runs its own workers, and this queue already has "
+                f"{self._queue.worker_count} (from process(), start_workers(), "
+                "a batch or a map) that would take its items: stop them first, "
+                "or give it a WorkQueue of its own"
+            )
+
+    def _rate_limited(
+        self, worker_func: Callable[[T], Awaitable[Any]]
+    ) -> Callable[[T], Awaitable[Any]]:
+        """Each call takes a token first; a RetryAfter holds the limiter."""
         limiter = self._rate_limiter
         if limiter is None:
             return worker_func
@@ -303,7 +489,12 @@ class WorkQueue(Generic[T]):
             call = worker_func(item)
             if not isawaitable(call):
                 raise not_awaitable("worker_func", worker_func, call)
-            return await call
+            try:
+                return await call
+            except RetryAfter as exc:
+                # Server pushback: every queue sharing the limiter backs off.
+                limiter.hold(exc.seconds)
+                raise
 
         return rate_limited
 

@@ -1,0 +1,123 @@
+"""DelayLine: things waiting for their due time; one task sleeps until the earliest.
+
+Used for items waiting out a retry's backoff, and for per-call deadlines on an
+injected clock. No polling: the one sleeper wakes when the earliest entry is due,
+or when an entry earlier than all others arrives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Final, Generic, TypeVar
+
+from anyio import CancelScope, Event
+
+from ._clock import Clock
+
+__all__ = ["DelayLine", "Entry"]
+
+T = TypeVar("T")
+
+#: Entries withdrawn before they were due are dropped in bulk once there are more
+#: of them than this and than live ones: memory O(live entries).
+_COMPACT_AFTER: Final = 64
+
+
+class Entry(Generic[T]):
+    """One value waiting in a DelayLine; `DelayLine.withdraw` takes it back."""
+
+    __slots__ = ("due", "live", "order", "value")
+
+    def __init__(self, due: float, order: int, value: T) -> None:
+        self.due = due
+        self.order = order
+        self.value = value
+        self.live = True
+
+    def __lt__(self, other: Entry[T]) -> bool:
+        return (self.due, self.order) < (other.due, other.order)
+
+
+class DelayLine(Generic[T]):
+    """Values held until their due time, then handed to ``release(value)``.
+
+    `add` costs O(log n); `withdraw` O(1). `run` is the one task that sleeps
+    until the earliest due time: start it in the task group of whoever owns the
+    line, and cancel it to stop. Values due at once are released in due order,
+    earliest first; ties in the order they were added.
+    """
+
+    def __init__(self, clock: Clock, release: Callable[[T], object]) -> None:
+        self._clock = clock
+        self._release = release
+        self._heap: list[Entry[T]] = []
+        self._live = 0
+        self._order = itertools.count()
+        self._changed: Event | None = None  # set when the sleeper must look again
+        self._sleep: CancelScope | None = None
+
+    def __len__(self) -> int:
+        """How many values wait (withdrawn ones not counted)."""
+        return self._live
+
+    def add(self, value: T, due: float) -> Entry[T]:
+        """Hold ``value`` until the clock reaches ``due``."""
+        entry = Entry(due, next(self._order), value)
+        heapq.heappush(self._heap, entry)
+        self._live += 1
+        if self._heap[0] is entry:
+            self._wake_sleeper()  # a new earliest: sleep until it instead
+        return entry
+
+    def withdraw(self, entry: Entry[T]) -> bool:
+        """Take back a value not yet released; False if it was released already."""
+        if not entry.live:
+            return False
+        entry.live = False
+        self._live -= 1
+        stale = len(self._heap) - self._live
+        if stale > _COMPACT_AFTER and stale > self._live:
+            self._heap = [e for e in self._heap if e.live]
+            heapq.heapify(self._heap)
+        return True
+
+    def drain(self) -> list[T]:
+        """Take back every waiting value, earliest due first."""
+        values = [e.value for e in sorted(self._heap) if e.live]
+        for entry in self._heap:
+            entry.live = False
+        self._heap.clear()
+        self._live = 0
+        return values
+
+    async def run(self) -> None:
+        """Release values as they fall due, for as long as the line is in use."""
+        while True:
+            self._release_due()
+            heap = self._heap
+            if heap:
+                with CancelScope() as self._sleep:
+                    await self._clock.sleep_until(heap[0].due)
+                self._sleep = None
+            else:
+                self._changed = Event()
+                await self._changed.wait()
+                self._changed = None
+
+    def _release_due(self) -> None:
+        heap = self._heap
+        now = self._clock.current_time()
+        while heap and (heap[0].due <= now or not heap[0].live):
+            entry = heapq.heappop(heap)
+            if entry.live:
+                entry.live = False
+                self._live -= 1
+                self._release(entry.value)
+
+    def _wake_sleeper(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+        elif self._sleep is not None:
+            self._sleep.cancel()
