@@ -13,6 +13,8 @@ from ._executor import Executor
 from ._protocols import QueueProtocol
 from ._queue import BoundedQueue, QueueStatus
 from ._rate_limit import RateLimiter
+from ._results import MapResults, Outcome
+from ._retry import RetryAfter, RetryPolicy, parse_retry_after
 from ._work_queue import WorkQueue
 
 __all__ = [
@@ -22,12 +24,17 @@ __all__ = [
     "Execution",
     "ExecutionStatus",
     "Executor",
+    "MapResults",
+    "Outcome",
     "QueueConfig",
     "QueueError",
     "QueueProtocol",
     "QueueStateError",
     "QueueStatus",
     "RateLimiter",
+    "RetryAfter",
+    "RetryPolicy",
     "StrayCancellationError",
     "WorkQueue",
+    "parse_retry_after",
 ]

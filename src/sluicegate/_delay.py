@@ -94,17 +94,21 @@ class DelayLine(Generic[T]):
 
     async def run(self) -> None:
         """Release values as they fall due, for as long as the line is in use."""
-        while True:
-            self._release_due()
-            heap = self._heap
-            if heap:
-                with CancelScope() as self._sleep:
-                    await self._clock.sleep_until(heap[0].due)
-                self._sleep = None
-            else:
-                self._changed = Event()
-                await self._changed.wait()
-                self._changed = None
+        try:
+            while True:
+                self._release_due()
+                if self._heap:
+                    with CancelScope() as self._sleep:
+                        await self._clock.sleep_until(self._heap[0].due)
+                    self._sleep = None
+                else:
+                    self._changed = Event()
+                    await self._changed.wait()
+                    self._changed = None
+        finally:
+            # Cancelled: a later run starts afresh.
+            self._sleep = None
+            self._changed = None
 
     def _release_due(self) -> None:
         heap = self._heap

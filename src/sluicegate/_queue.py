@@ -686,13 +686,15 @@ class BoundedQueue(Scoped, Generic[T]):
         self, group: TaskGroup, job: _Job[T], num_workers: int
     ) -> list[Worker]:
         """Start workers in ``group`` (arguments already checked); return them."""
+        workers = self._pool.spawn(group, num_workers, self._run_worker, job)
         if self._timer_scope is None and (
             job.retry is not None
             or (job.timeout is not None and not isinstance(self._clock, AnyIOClock))
         ):
-            group.start_soon(self._run_timers)
-            self._timer_scope = CancelScope()  # replaced as the task starts
-        return self._pool.spawn(group, num_workers, self._run_worker, job)
+            # The timers' task lives beside the workers and ends with the last.
+            self._timer_scope = CancelScope()
+            group.start_soon(self._run_timers, self._timer_scope)
+        return workers
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -828,6 +830,11 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._timers.withdraw(entry)
 
     def _last_worker_left(self) -> None:
+        # Delays and deadlines wait for workers: what falls due meanwhile is
+        # released when workers start again (or listed when the queue stops).
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+            self._timer_scope = None
         if self._status is QueueStatus.STOPPING:
             self._finalize()
         else:
@@ -913,9 +920,8 @@ class BoundedQueue(Scoped, Generic[T]):
         else:
             value.cancel()  # type: ignore[union-attr]
 
-    async def _run_timers(self) -> None:
-        with CancelScope() as scope:
-            self._timer_scope = scope
+    async def _run_timers(self, scope: CancelScope) -> None:
+        with scope:
             await self._timers.run()
 
     async def _report(

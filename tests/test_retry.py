@@ -1,0 +1,423 @@
+"""Retries through the queue, RetryAfter, item timeouts, and the failure log policy.
+
+Every delay runs in virtual time: a FakeClock injected into the queue (and its
+rate limiter), with its autojump task, on asyncio, uvloop and trio alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import pytest
+from fake_clock import FakeClock, all_blocked
+
+from sluicegate import (
+    BoundedQueue,
+    RateLimiter,
+    RetryAfter,
+    RetryPolicy,
+    WorkQueue,
+    parse_retry_after,
+)
+
+GUARD = 10
+NO_JITTER = RetryPolicy(attempts=3, backoff=1.0, multiplier=2.0, jitter=False)
+
+
+@asynccontextmanager
+async def virtual_time() -> AsyncIterator[FakeClock]:
+    clock = FakeClock()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            yield clock
+            tg.cancel_scope.cancel()
+
+
+def assert_books(queue: BoundedQueue[Any]) -> None:
+    m = queue.metrics
+    assert m["enqueued"] == (
+        m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
+    )
+
+
+# -- the policy itself --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"attempts": 0}, ValueError, "attempts must be at least 1, got 0"),
+        ({"attempts": 2.0}, TypeError, "attempts must be an int"),
+        ({"on": "ValueError"}, TypeError, "on must be an Exception subclass"),
+        ({"on": (ValueError, 3)}, TypeError, "on must be an Exception subclass"),
+        ({"on": KeyboardInterrupt}, TypeError, "on must be an Exception subclass"),
+        ({"backoff": 0}, ValueError, "backoff must be finite and > 0"),
+        ({"backoff": "1"}, TypeError, "backoff must be a number"),
+        ({"multiplier": 0.5}, ValueError, "multiplier must be finite and >= 1"),
+        ({"max_backoff": float("inf")}, ValueError, "max_backoff must be finite"),
+        ({"backoff": 5.0, "max_backoff": 1.0}, ValueError, "max_backoff"),
+        ({"timeout": -1}, ValueError, "timeout must be finite and > 0"),
+        ({"jitter": 1}, TypeError, "jitter"),
+    ],
+)
+def test_policy_validates(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        RetryPolicy(**kwargs)
+
+
+def test_delays_grow_and_are_capped() -> None:
+    policy = RetryPolicy(backoff=0.5, multiplier=3.0, max_backoff=4.0, jitter=False)
+    assert [policy.delay(n) for n in (1, 2, 3, 4, 1000)] == [0.5, 1.5, 4.0, 4.0, 4.0]
+    jittered = RetryPolicy(backoff=0.5, multiplier=3.0, max_backoff=4.0)
+    rng = random.Random(1)
+    delays = [jittered.delay(2, rng) for _ in range(200)]
+    assert all(0 <= d <= 1.5 for d in delays)
+    assert max(delays) > 1.2  # spread over the whole range
+    assert min(delays) < 0.3
+
+
+def test_which_errors_are_retried() -> None:
+    assert RetryPolicy().retries(ValueError())
+    assert not RetryPolicy(on=KeyError).retries(ValueError())
+    assert RetryPolicy(on=(KeyError, ValueError)).retries(ValueError())
+    assert RetryPolicy(on=lambda exc: "again" in str(exc)).retries(ValueError("again"))
+    assert RetryPolicy(on=KeyError).retries(RetryAfter(1))  # pushback always
+
+
+def test_retry_after_header_values() -> None:
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 7 ") == 7.0
+    assert parse_retry_after("Sat, 28 Nov 2026 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Sat, 28 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert RetryAfter.from_header("3").seconds == 3.0
+    assert RetryAfter.from_header(None, default=2.5).seconds == 2.5
+    assert RetryAfter.from_header("garbage").seconds == 1.0
+    with pytest.raises(ValueError, match="seconds must be finite and >= 0"):
+        RetryAfter(-1)
+
+
+# -- retries through the queue --------------------------------------------------------
+
+
+async def test_a_failed_item_is_retried_after_its_backoff() -> None:
+    calls: list[float] = []
+    async with virtual_time() as clock:
+
+        async def flaky(item: int) -> None:
+            calls.append(clock.current_time())
+            if len(calls) < 3:
+                raise ConnectionError("try again")
+
+        queue: WorkQueue[int] = WorkQueue(retry=NO_JITTER, clock=clock)
+        await queue.batch_process([1], flaky)
+    assert calls == [0.0, 1.0, 3.0]  # backoff 1, then 2
+    m = queue.metrics
+    assert (m["processed"], m["errors"], m["retries"], m["delayed"]) == (1, 0, 2, 0)
+
+
+async def test_a_delayed_item_holds_no_worker() -> None:
+    handled: list[tuple[int, float]] = []
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            handled.append((item, clock.current_time()))
+            if item == 0 and clock.current_time() == 0:
+                raise ConnectionError
+
+        policy = RetryPolicy(backoff=10.0, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
+        await queue.batch_process([0, 1, 2], work, num_workers=1)
+    assert handled == [(0, 0.0), (1, 0.0), (2, 0.0), (0, 10.0)]
+
+
+async def test_retries_end_with_the_last_failure() -> None:
+    failures: list[tuple[str, int]] = []
+    async with virtual_time() as clock:
+
+        async def always(item: int) -> None:
+            raise ConnectionError(f"call at {clock.current_time():g}")
+
+        async def on_error(exc: Exception, item: int) -> None:
+            failures.append((str(exc), item))
+
+        queue: WorkQueue[int] = WorkQueue(retry=NO_JITTER, clock=clock)
+        await queue.batch_process([5], always, error_handler=on_error)
+    assert failures == [("call at 3", 5)]  # once, after the third call
+    m = queue.metrics
+    assert (m["processed"], m["errors"], m["retries"]) == (1, 1, 2)
+    assert queue.errors_by_type == {"ConnectionError": 1}
+
+
+async def test_errors_the_policy_does_not_name_are_not_retried() -> None:
+    calls = 0
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            nonlocal calls
+            calls += 1
+            raise KeyError(item)
+
+        policy = RetryPolicy(on=ConnectionError, attempts=5)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
+        await queue.batch_process([1], work, error_handler=_ignore)
+    assert (calls, queue.metrics["retries"], queue.metrics["errors"]) == (1, 0, 1)
+
+
+async def _ignore(exc: Exception, item: object) -> None:
+    pass
+
+
+async def test_no_retry_starts_after_the_policy_timeout() -> None:
+    calls: list[float] = []
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            calls.append(clock.current_time())
+            raise ConnectionError
+
+        policy = RetryPolicy(attempts=10, backoff=1, jitter=False, timeout=5)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
+        await queue.batch_process([1], work, error_handler=_ignore)
+    assert calls == [0, 1, 3]  # the next would start at 7, past 5
+
+
+async def test_every_attempt_takes_a_token_from_the_rate_limiter() -> None:
+    calls: list[tuple[int, float]] = []
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            calls.append((item, clock.current_time()))
+            if item == 0 and len(calls) == 1:
+                raise ConnectionError
+
+        limiter = RateLimiter(1, burst=1, clock=clock)
+        policy = RetryPolicy(backoff=0.5, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(
+            retry=policy, rate_limiter=limiter, clock=clock
+        )
+        await queue.batch_process([0, 1, 2], work, num_workers=3)
+    times = sorted(t for _, t in calls)
+    assert len(times) == 4  # three items, one retry: four tokens
+    assert all(b - a >= 1 - 1e-9 for a, b in itertools.pairwise(times))
+
+
+async def test_retry_after_waits_its_seconds_and_holds_a_shared_limiter() -> None:
+    starts: list[tuple[str, int, float]] = []
+    clock = FakeClock()  # time stands still until autojump starts below
+    limiter = RateLimiter(100, clock=clock)
+
+    async def pushed_back(item: int) -> None:
+        starts.append(("a", item, clock.current_time()))
+        if item == 0 and clock.current_time() == 0:
+            raise RetryAfter(5)
+
+    async def other(item: int) -> None:
+        starts.append(("b", item, clock.current_time()))
+
+    policy = RetryPolicy(attempts=2)
+    first: WorkQueue[int] = WorkQueue(retry=policy, rate_limiter=limiter, clock=clock)
+    second: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+    done = [anyio.Event(), anyio.Event()]
+
+    async def run(queue: WorkQueue[int], items: list[int], func: Any, i: int) -> None:
+        await queue.batch_process(items, func)
+        done[i].set()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first, [0], pushed_back, 0)
+            await all_blocked()
+            assert limiter.held_until == 5.0
+            tg.start_soon(run, second, [1, 2], other, 1)
+            await all_blocked()
+            assert starts == [("a", 0, 0.0)]  # the other queue is held too
+            tg.start_soon(clock.autojump)
+            await done[0].wait()
+            await done[1].wait()
+            tg.cancel_scope.cancel()
+    assert sorted(t for _, _, t in starts[1:]) == [5.0, 5.0, 5.0]
+    assert first.metrics["retries"] == 1
+
+
+async def test_retry_after_without_a_policy_fails_the_item_but_still_holds() -> None:
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            raise RetryAfter(3)
+
+        queue: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+        await queue.batch_process([1], work, error_handler=_ignore)
+        assert limiter.held_until == 3.0
+    assert (queue.metrics["errors"], queue.metrics["retries"]) == (1, 0)
+
+
+async def test_delayed_items_are_in_the_books_and_listed_when_stopped() -> None:
+    clock = FakeClock()  # time stands still: the backoffs never end
+    with anyio.fail_after(GUARD):
+
+        async def work(item: int) -> None:
+            raise ConnectionError
+
+        policy = RetryPolicy(backoff=100, max_backoff=100, jitter=False)
+        queue: BoundedQueue[int] = BoundedQueue(maxsize=3, clock=clock)
+        async with queue:
+            await queue.start_workers(work, 2, retry=policy)
+            for i in range(3):
+                await queue.put(i)
+            await all_blocked()
+            assert (queue.delayed, queue.size, queue.in_flight) == (3, 0, 0)
+            assert_books(queue)
+            assert queue.is_full  # delayed items take room
+            assert not await queue.put(9, timeout=0)
+            await queue.stop()
+    assert sorted(queue.unprocessed) == [0, 1, 2]
+    assert (queue.metrics["processed"], queue.delayed) == (0, 0)
+    assert_books(queue)
+
+
+async def test_a_retried_item_comes_back_before_newer_items() -> None:
+    order: list[int] = []
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            order.append(item)
+            if item == 0 and order.count(0) == 1:
+                raise ConnectionError
+            await clock.sleep_until(clock.current_time() + 1)
+
+        policy = RetryPolicy(backoff=0.5, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
+        await queue.batch_process(range(4), work, num_workers=1)
+    assert order == [0, 1, 0, 2, 3]
+
+
+# -- item timeouts --------------------------------------------------------------------
+
+
+async def test_a_call_past_item_timeout_fails_and_the_worker_goes_on() -> None:
+    errors: list[Exception] = []
+    async with virtual_time() as clock:
+
+        async def work(item: int) -> None:
+            if item == 0:
+                await clock.sleep_until(1_000)
+
+        async def on_error(exc: Exception, item: int) -> None:
+            errors.append(exc)
+
+        queue: WorkQueue[int] = WorkQueue(item_timeout=2.0, clock=clock)
+        await queue.batch_process([0, 1], work, num_workers=1, error_handler=on_error)
+        assert clock.current_time() == 2.0
+    assert [type(e) for e in errors] == [TimeoutError]
+    assert "item_timeout (2 s)" in str(errors[0])
+    assert queue.metrics["processed"] == 2
+    assert queue.errors_by_type == {"TimeoutError": 1}
+
+
+async def test_a_timed_out_call_is_retried() -> None:
+    calls = 0
+    async with virtual_time() as clock:
+
+        async def slow_once(item: int) -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await clock.sleep_until(1_000)
+            return "ok"
+
+        policy = RetryPolicy(on=TimeoutError, backoff=1, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(clock=clock)
+        async with queue.map(slow_once, [1], retry=policy, item_timeout=3) as results:
+            outcomes = [outcome async for outcome in results]
+        assert clock.current_time() == 4.0
+    assert [(o.value, o.attempts, o.duration) for o in outcomes] == [("ok", 2, 4.0)]
+
+
+async def test_item_timeout_on_the_event_loop_clock() -> None:
+    """The default clock path: a cancel scope with a deadline (trio's MockClock
+    makes it instant; elsewhere it waits 10 ms)."""
+    queue: WorkQueue[int] = WorkQueue(item_timeout=0.01)
+
+    async def hang(item: int) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(GUARD):
+        await queue.batch_process([1, 2], hang, num_workers=2, error_handler=_ignore)
+    assert queue.errors_by_type == {"TimeoutError": 2}
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), "1"])
+async def test_item_timeout_validates(value: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="item_timeout"):
+        WorkQueue(item_timeout=value)  # type: ignore[arg-type]
+
+
+async def test_retry_must_be_a_policy() -> None:
+    with pytest.raises(TypeError, match=r"retry must be a sluicegate\.RetryPolicy"):
+        WorkQueue(retry=3)  # type: ignore[arg-type]
+
+
+# -- put waits by default ----------------------------------------------------------
+
+
+async def test_put_waits_for_room_by_default() -> None:
+    queue: WorkQueue[int] = WorkQueue(maxsize=1)
+    accepted: list[bool] = []
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+            await queue.put(0)
+
+            async def producer() -> None:
+                accepted.append(await queue.put(1))
+
+            tg.start_soon(producer)
+            await all_blocked()
+            assert accepted == []  # waiting, not refused
+            await queue.get()
+            queue.task_done()
+            await all_blocked()
+            assert accepted == [True]
+            await queue.get()
+            queue.task_done()
+    assert queue.metrics["backpressure_events"] == 0
+
+
+# -- one logging policy ------------------------------------------------------------
+
+
+async def test_a_failure_storm_logs_one_traceback_per_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def work(item: int) -> None:
+        raise ConnectionError(item) if item % 2 else ValueError(item)
+
+    queue: WorkQueue[int] = WorkQueue()
+    with anyio.fail_after(GUARD), caplog.at_level(logging.ERROR, "sluicegate"):
+        await queue.batch_process(range(200), work, num_workers=4)
+    records = [r for r in caplog.records if r.name == "sluicegate"]
+    tracebacks = [r for r in records if r.exc_info]
+    assert sorted(type(r.exc_info[1]).__name__ for r in tracebacks if r.exc_info) == [
+        "ConnectionError",
+        "ValueError",
+    ]
+    counts = [r.getMessage() for r in records if "has failed" in r.getMessage()]
+    # 100 of each: counted at 2, 4, ..., 64 each, then one summary at stop
+    assert len(counts) == 2 * 6
+    assert "has failed 64 times with ValueError" in " ".join(counts)
+    assert "ConnectionError: 100" in records[-1].getMessage()
+    assert "ValueError: 100" in records[-1].getMessage()
+    assert len(records) == 2 + 12 + 1
+    assert queue.errors_by_type == {"ValueError": 100, "ConnectionError": 100}
