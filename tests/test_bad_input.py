@@ -145,7 +145,11 @@ CASES: list[Any] = [
     (now(lambda: QueueConfig(capacity_refresh_time=0)), V, "capacity_refresh_time"),
     (now(lambda: QueueConfig(capacity_refresh_time=math.inf)), V, "finite"),
     (now(lambda: QueueConfig(capacity_refresh_time=math.nan)), V, "capacity_refresh"),
-    (now(lambda: QueueConfig(capacity_refresh_time=A)), T, "capacity_refresh_time"),
+    (
+        now(lambda: QueueConfig(capacity_refresh_time=bad("1"))),
+        T,
+        "capacity_refresh_time",
+    ),
     (now(lambda: QueueConfig(concurrency_limit=0)), V, "concurrency_limit must be"),
     (
         now(lambda: attrs.evolve(QueueConfig(), queue_capacity=-1)),

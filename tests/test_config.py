@@ -68,7 +68,6 @@ def test_out_of_range_raises_value_error(field: str, value: Any, message: str) -
         ("queue_capacity", None),
         ("capacity_refresh_time", True),
         ("capacity_refresh_time", "1.0"),
-        ("capacity_refresh_time", None),
         ("concurrency_limit", False),
         ("concurrency_limit", "2"),
         ("concurrency_limit", 2.0),
@@ -77,6 +76,10 @@ def test_out_of_range_raises_value_error(field: str, value: Any, message: str) -
 def test_wrong_type_raises_type_error(field: str, value: Any) -> None:
     with pytest.raises(TypeError, match=f"^{field} .*got {re.escape(repr(value))}"):
         QueueConfig(**{field: value})
+
+
+def test_refresh_time_none_means_no_start_rate_limit() -> None:
+    assert QueueConfig(capacity_refresh_time=None).capacity_refresh_time is None
 
 
 def test_evolve_keeps_other_fields() -> None:

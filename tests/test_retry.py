@@ -20,6 +20,11 @@ from fake_clock import FakeClock, all_blocked
 
 from sluicegate import (
     BoundedQueue,
+    Event,
+    ExecutionStatus,
+    Executor,
+    QueueConfig,
+    QueueStatus,
     RateLimiter,
     RetryAfter,
     RetryPolicy,
@@ -421,3 +426,176 @@ async def test_a_failure_storm_logs_one_traceback_per_type(
     assert "ValueError: 100" in records[-1].getMessage()
     assert len(records) == 2 + 12 + 1
     assert queue.errors_by_type == {"ValueError": 100, "ConnectionError": 100}
+
+
+# -- the Executor: retries, timeouts, pushback, start rate, history, completed --------
+
+
+class Call(Event):
+    """Fails ``fails`` times (with ``error``), then returns its number."""
+
+    def __init__(self, number: int, fails: int = 0, error: Exception | None = None):
+        super().__init__()
+        self.number = number
+        self.fails = fails
+        self.error = error or ConnectionError("refused")
+        self.calls = 0
+
+    async def invoke(self) -> int:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.error
+        await anyio.lowlevel.checkpoint()
+        return self.number
+
+
+NO_START_LIMIT = QueueConfig(capacity_refresh_time=None, concurrency_limit=2)
+
+
+async def test_executor_retries_events_and_counts_attempts() -> None:
+    events = [Call(0, fails=2), Call(1), Call(2, fails=5)]
+    async with virtual_time() as clock:
+        executor = Executor(Call, NO_START_LIMIT, retry=NO_JITTER, clock=clock)
+        await executor.batch_process(events)
+    assert [e.execution.status for e in events] == [
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.FAILED,
+    ]
+    assert [e.execution.attempts for e in events] == [3, 1, 3]
+    assert events[0].execution.error is None
+    assert isinstance(events[2].execution.error, ConnectionError)
+    assert executor.metrics["retries"] == 4
+    assert (len(executor.completed_events), len(executor.failed_events)) == (2, 1)
+
+
+async def test_executor_item_timeout_fails_the_event() -> None:
+    class Hang(Event):
+        async def invoke(self) -> None:
+            await anyio.sleep_forever()
+
+    async with virtual_time() as clock:
+        executor = Executor(Hang, NO_START_LIMIT, item_timeout=5, clock=clock)
+        event = Hang()
+        await executor.batch_process([event])
+        assert clock.current_time() == 5
+    assert event.execution.status is ExecutionStatus.FAILED
+    assert isinstance(event.execution.error, TimeoutError)
+    assert executor.cancelled_events == []
+
+
+async def test_executor_retry_after_holds_its_limiter() -> None:
+    async with virtual_time() as clock:
+        limiter = RateLimiter(1_000, clock=clock)
+        events = [Call(0, fails=1, error=RetryAfter(4)), Call(1)]
+        executor = Executor(
+            Call,
+            QueueConfig(capacity_refresh_time=None),
+            rate_limiter=limiter,
+            retry=RetryPolicy(attempts=2),
+            clock=clock,
+        )
+        await executor.batch_process(events)
+        assert clock.current_time() == 4.0
+    assert [e.execution.status for e in events] == [ExecutionStatus.COMPLETED] * 2
+    assert events[0].execution.attempts == 2
+
+
+async def test_no_start_rate_limit_with_refresh_time_none() -> None:
+    clock = FakeClock()  # time never moves: any start-rate wait would hang
+    executor = Executor(Call, QueueConfig(queue_capacity=2, capacity_refresh_time=None))
+    assert "no start-rate limit" in repr(executor)
+    limited = Executor(Call, QueueConfig(queue_capacity=2, capacity_refresh_time=0.5))
+    assert "starts <= 2 per 0.5 s" in repr(limited)
+    del clock
+    with anyio.fail_after(GUARD):
+        await executor.batch_process([Call(i) for i in range(50)])
+    assert executor.metrics["completed"] == 50
+
+
+async def test_bounded_history_keeps_the_newest_and_counts_all() -> None:
+    executor = Executor(Call, NO_START_LIMIT, history=3)
+    events = [Call(i, fails=1 if i % 5 == 0 else 0) for i in range(20)]
+    with anyio.fail_after(GUARD), LoggingOff():
+        await executor.batch_process(events)
+    assert len(executor.completed_events) == 3
+    assert len(executor.failed_events) == 3
+    m = executor.metrics
+    assert (m["completed"], m["failed"]) == (16, 4)
+    assert [e.number for e in executor.failed_events] == [5, 10, 15]
+    assert "completed=16" in repr(executor)
+    none_kept = Executor(Call, NO_START_LIMIT, history=0)
+    with anyio.fail_after(GUARD):
+        await none_kept.batch_process([Call(i) for i in range(10)])
+    assert none_kept.completed_events == []
+    assert none_kept.metrics["completed"] == 10
+    with pytest.raises(ValueError, match="history must be at least 0"):
+        Executor(Call, history=-1)
+
+
+class LoggingOff:
+    def __enter__(self) -> None:
+        logging.getLogger("sluicegate").disabled = True
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("sluicegate").disabled = False
+
+
+async def test_executor_failures_follow_the_queues_log_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    executor = Executor(Call, NO_START_LIMIT)
+    events = [Call(i, fails=1) for i in range(40)]
+    with anyio.fail_after(GUARD), caplog.at_level(logging.ERROR, "sluicegate"):
+        await executor.batch_process(events)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1  # the first ConnectionError; the rest counted
+    assert any("has failed 32 times" in r.getMessage() for r in caplog.records)
+    assert executor.metrics["failed"] == 40
+
+
+async def test_completed_yields_events_as_they_finish() -> None:
+    events = [Call(i, fails=1 if i == 3 else 0) for i in range(10)]
+    executor = Executor(Call, NO_START_LIMIT)
+    with anyio.fail_after(GUARD), LoggingOff():
+        async with executor.completed(events, ordered=True) as finished:
+            seen = [event async for event in finished]
+    assert seen == events
+    assert seen[3].execution.status is ExecutionStatus.FAILED
+    assert executor.status is QueueStatus.STOPPED  # it opened and closed it
+
+
+async def test_completed_unordered_inside_an_open_executor() -> None:
+    executor = Executor(Call, NO_START_LIMIT)
+    with anyio.fail_after(GUARD):
+        async with executor:
+            async with executor.completed(Call(i) for i in range(25)) as finished:
+                numbers = sorted([e.number async for e in finished])
+            assert executor.status is QueueStatus.PROCESSING
+    assert numbers == list(range(25))
+
+
+async def test_leaving_completed_early_cancels_what_did_not_run() -> None:
+    gate = anyio.Event()
+
+    class Slow(Call):
+        async def invoke(self) -> int:
+            if self.number > 0:
+                await gate.wait()
+            return self.number
+
+    events = [Slow(i) for i in range(30)]
+    executor = Executor(Call, QueueConfig(capacity_refresh_time=None, queue_capacity=4))
+    with anyio.fail_after(GUARD):
+        async with executor.completed(events) as finished:
+            async for event in finished:
+                assert event.number == 0
+                break
+    statuses = [e.execution.status for e in events]
+    assert statuses[0] is ExecutionStatus.COMPLETED
+    drawn = [e for e in events if e.execution.status is not ExecutionStatus.PENDING]
+    assert all(e.execution.status is ExecutionStatus.CANCELLED for e in drawn[1:]), (
+        statuses
+    )
+    assert executor.status is QueueStatus.STOPPED
+    assert len(drawn) < 30  # the rest was never read

@@ -27,9 +27,11 @@ def _none_or_at_least_one(
 def _positive_finite_seconds(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
+    if value is None:
+        return  # no start-rate limit
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"{attribute.name} must be a number of seconds, "
+            f"{attribute.name} must be a number of seconds or None, "
             f"got {value!r} ({type(value).__name__})"
         )
     # `not (0 < value < inf)` also catches nan, which fails every comparison.
@@ -49,7 +51,7 @@ class QueueConfig:
     over ``capacity_refresh_time`` seconds.
 
     ``capacity_refresh_time``: the seconds that bucket takes to refill from empty;
-    finite and greater than 0.
+    finite and greater than 0, or None for no start-rate limit.
 
     ``concurrency_limit``: how many items are handled at once; None means no limit
     beyond the number of workers.
@@ -59,7 +61,7 @@ class QueueConfig:
     """
 
     queue_capacity: int = attrs.field(default=100, validator=_at_least_one)
-    capacity_refresh_time: float = attrs.field(
+    capacity_refresh_time: float | None = attrs.field(
         default=1.0, validator=_positive_finite_seconds
     )
     concurrency_limit: int | None = attrs.field(

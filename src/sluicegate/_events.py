@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import attrs
 
@@ -26,13 +27,16 @@ class Execution:
     """The record of one event's run, filled in by the Executor.
 
     ``response`` is what ``invoke`` returned (COMPLETED); ``error`` the exception
-    it raised (FAILED); ``duration`` the seconds invoke ran, once it has ended.
+    its last call raised (FAILED); ``duration`` the seconds the last call ran,
+    once it has ended; ``attempts`` how many times invoke was called (more than
+    once with a retry policy).
     """
 
     status: ExecutionStatus = ExecutionStatus.PENDING
     response: object = None
     error: BaseException | None = None
     duration: float | None = None
+    attempts: int = 0
 
 
 class Event(ABC):
@@ -55,6 +59,7 @@ class Event(ABC):
         self._id: uuid.UUID | None = None
         self.execution: Execution = Execution()
         self._executor: object | None = None  # the Executor given this event
+        self._sink: Callable[[Event], object] | None = None  # Executor.completed
 
     @property
     def id(self) -> uuid.UUID:

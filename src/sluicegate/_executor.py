@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+)
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Generic, TypeVar
 
+from anyio import create_task_group
 from anyio.abc import TaskGroup
 from anyio.lowlevel import current_token
 
-from ._checks import check_iterable
+from ._checks import check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
-from ._exceptions import QueueStateError, stray_cancellation
+from ._exceptions import QueueStateError, sole_exception
 from ._feed import feed
 from ._queue import QueueStatus, _Default
 from ._rate_limit import RateLimiter
+from ._results import MapResults, Outcome
+from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._work_queue import WorkQueue
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["Executor"]
 
@@ -36,27 +49,37 @@ def _unbound_clock() -> float:
 class Executor(Scoped, Generic[E]):
     """Runs events of one type, at a bounded rate and concurrency, and records them.
 
-    Append events with `append` (or `put` them one by one, or hand over a whole
-    `batch_process`); inside ``async with executor:`` they run in
-    ``queue_config.concurrency_limit`` workers (1 when None), each event's
-    ``invoke`` awaited once, its `execution` filled in: PROCESSING, then
-    COMPLETED with the response, FAILED with the error, or CANCELLED.
+    **Its start rate is limited**: the executor starts at most ``queue_capacity``
+    events per ``capacity_refresh_time`` seconds (100 per second with the default
+    QueueConfig), through a token bucket of ``queue_capacity`` tokens that
+    refills continuously, so in any t seconds at most ``queue_capacity * (1 + t /
+    capacity_refresh_time)`` start. ``QueueConfig(capacity_refresh_time=None)``
+    lifts it. A ``rate_limiter`` of your own (perhaps shared with other
+    executors) applies on top.
 
-    ``queue_config.capacity_refresh_time`` is a real limit: the executor starts at
-    most ``queue_capacity`` events per ``capacity_refresh_time`` seconds, through a
-    token bucket of ``queue_capacity`` tokens that refills continuously (so in any
-    t seconds at most ``queue_capacity * (1 + t / capacity_refresh_time)`` start).
-    A ``rate_limiter`` of your own (perhaps shared with other executors) applies on
-    top of that.
+    Append events with `append` (or `put` them one by one, hand over a whole
+    `batch_process`, or read them back as they finish with `completed`); inside
+    ``async with executor:`` they run in ``queue_config.concurrency_limit``
+    workers (1 when None), each event's ``invoke`` awaited (once, or once per
+    attempt with a ``retry`` policy), its `execution` filled in: PROCESSING, then
+    COMPLETED with the response, FAILED with the error, or CANCELLED.
 
     Args:
         event_type: The Event subclass this executor accepts.
         queue_config: Buffer size, start rate and concurrency; defaults to
             ``QueueConfig()``.
-        rate_limiter: An extra RateLimiter each event takes a token from.
-        clock: Where the start-rate bucket reads the time and sleeps; the event
-            loop's by default.
-        logger: Where failures are logged (at DEBUG: they are recorded anyway).
+        rate_limiter: An extra RateLimiter each call takes a token from; a call
+            raising `RetryAfter` holds it (and the start rate) for that long.
+        clock: Where the start-rate bucket, retry delays and item timeouts read
+            the time and sleep; the event loop's by default.
+        logger: Where failures are logged (see `BoundedQueue.start_workers`).
+        retry: A `RetryPolicy` for failed events (None: no retries).
+        item_timeout: Seconds an invoke may run before it is cancelled and fails
+            with TimeoutError (None: no limit).
+        history: How many finished events each of `completed_events`,
+            `failed_events` and `cancelled_events` keeps, newest last (None: all;
+            0: none, for a long-running executor in constant memory). The counts
+            in `metrics` are kept in full either way.
     """
 
     def __init__(
@@ -67,6 +90,9 @@ class Executor(Scoped, Generic[E]):
         rate_limiter: RateLimiter | None = None,
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
+        history: int | None = None,
     ) -> None:
         if not (isinstance(event_type, type) and issubclass(event_type, Event)):
             raise TypeError(
@@ -86,16 +112,25 @@ class Executor(Scoped, Generic[E]):
         self._config = queue_config
         self._rate_limiter = rate_limiter
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
-        self._start_rate = RateLimiter(
-            queue_config.queue_capacity,
-            queue_config.capacity_refresh_time,
-            clock=clock,
+        refresh = queue_config.capacity_refresh_time
+        self._start_rate = (
+            None
+            if refresh is None
+            else RateLimiter(queue_config.queue_capacity, refresh, clock=clock)
         )
+        history = check_optional_int("history", history, minimum=0)
         self._clock = clock
         # The clock events are timed with; bound to the running loop at start.
         self._now: Callable[[], float] = _unbound_clock
         self._limiter_shares_clock = False
-        self._queue: WorkQueue[E] = WorkQueue.from_config(queue_config, logger=logger)
+        self._queue: WorkQueue[E] = WorkQueue(
+            queue_config.queue_capacity,
+            concurrency_limit=queue_config.concurrency_limit,
+            logger=logger,
+            retry=retry,
+            item_timeout=item_timeout,
+            clock=clock,
+        )
         self._num_workers = queue_config.concurrency_limit or 1
         self._pending: deque[E] = deque()
         # Events taken from `_pending` (or drawn from a batch) that the queue has
@@ -104,9 +139,11 @@ class Executor(Scoped, Generic[E]):
         # However the queue reaches STOPPED (a cancelled stop included), what can
         # no longer run is marked CANCELLED.
         self._queue.queue._on_stopped = self._cancel_leftovers
-        self._completed: list[E] = []
-        self._failed: list[E] = []
-        self._cancelled: list[E] = []
+        self._queue.queue._on_abandoned = self._cancel
+        self._completed: deque[E] = deque(maxlen=history)
+        self._failed: deque[E] = deque(maxlen=history)
+        self._cancelled: deque[E] = deque(maxlen=history)
+        self._counts = {"completed": 0, "failed": 0, "cancelled": 0}
 
     # -- state ------------------------------------------------------------------
 
@@ -168,10 +205,27 @@ class Executor(Scoped, Generic[E]):
         ``cancelled`` event counts; a fresh dict on every read."""
         metrics = self._queue.metrics
         metrics["pending"] = len(self._pending) + len(self._drawn)
-        metrics["completed"] = len(self._completed)
-        metrics["failed"] = len(self._failed)
-        metrics["cancelled"] = len(self._cancelled)
+        metrics.update(self._counts)
         return metrics
+
+    def __repr__(self) -> str:
+        config = self._config
+        if config.capacity_refresh_time is None:
+            starts = "no start-rate limit"
+        else:
+            starts = (
+                f"starts <= {config.queue_capacity} per "
+                f"{config.capacity_refresh_time:g} s"
+            )
+        return (
+            f"<Executor[{self._event_type.__qualname__}] {self.status.value}, "
+            f"{starts}, workers={self._num_workers}, "
+            f"pending={len(self._pending) + len(self._drawn)}, "
+            f"buffered={self._queue.size}, running={self._queue.queue.in_flight}, "
+            f"completed={self._counts['completed']}, "
+            f"failed={self._counts['failed']}, "
+            f"cancelled={self._counts['cancelled']}>"
+        )
 
     # -- feeding events -----------------------------------------------------------
 
@@ -260,6 +314,96 @@ class Executor(Scoped, Generic[E]):
             async with self:
                 await self._feed_and_join(events)
 
+    def completed(
+        self,
+        events: Iterable[E] | AsyncIterable[E],
+        *,
+        ordered: bool = False,
+        window: int | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[E]]:
+        """Run ``events`` and read each one back once it has finished::
+
+            async with executor.completed(fetches) as finished:
+                async for event in finished:
+                    print(event.execution.status, event.execution.response)
+
+        Events come as they finish (COMPLETED or FAILED, after retries), or in
+        input order with ``ordered=True``. They are read lazily; at most
+        ``window`` (default: queue_capacity + workers) are read and not yet
+        yielded, so a slow reader slows the feed. Inside ``async with
+        executor:`` they run in its workers; on its own the call opens and
+        closes the executor. Leaving the block early stops reading ``events``;
+        an executor the call opened is stopped (what did not run is CANCELLED),
+        while in one you opened, the events already queued still run.
+
+        Raises:
+            TypeError: events is not iterable, or holds an event of the wrong type.
+            ValueError: window < 1, or an event given to an executor before.
+        """
+        check_iterable("events", events)
+        if not isinstance(ordered, bool):
+            raise TypeError(f"ordered must be a bool, got {ordered!r}")
+        size = check_optional_int("window", window, minimum=1)
+        default = self._config.queue_capacity + self._num_workers
+        results: MapResults[E, object] = MapResults(
+            default if size is None else size, ordered=ordered, raise_errors=False
+        )
+        return self._completed_events(events, results)
+
+    @asynccontextmanager
+    async def _completed_events(
+        self, events: Iterable[E] | AsyncIterable[E], results: MapResults[E, object]
+    ) -> AsyncIterator[AsyncIterator[E]]:
+        def deliver(event: E) -> None:
+            execution = event.execution
+            error = execution.error if isinstance(execution.error, Exception) else None
+            duration = execution.duration or 0.0
+            results._deliver(
+                Outcome(event, execution.response, error, execution.attempts, duration)
+            )
+
+        async def put(event: E, timeout: None) -> bool:
+            await results._reserve(event)
+            event._sink = deliver  # type: ignore[assignment]
+            return await self._put_drawn(event, timeout)
+
+        async def feed_all() -> None:
+            try:
+                await feed(events, put, self._check_new_event, self._cancel)
+            finally:
+                results._fed_all()
+
+        async def finished() -> AsyncGenerator[E, None]:
+            async for outcome in results:
+                yield outcome.item
+
+        unwrapped: BaseException | None = None
+        async with AsyncExitStack() as stack:
+            opened = not (
+                self.status is QueueStatus.PROCESSING and self._queue.worker_count
+            )
+            if opened:
+                await stack.enter_async_context(self)
+            try:
+                async with create_task_group() as tg:
+                    tg.start_soon(feed_all)
+                    stream = finished()
+                    try:
+                        yield stream
+                    finally:
+                        await stream.aclose()
+                    if not results._exhausted:
+                        tg.cancel_scope.cancel()  # left early: read no more
+            except BaseExceptionGroup as group:
+                unwrapped = sole_exception(group)
+            if not results._exhausted and opened and unwrapped is None:
+                await self.stop(timeout=0)  # and run no more
+            if unwrapped is not None:
+                try:
+                    raise unwrapped
+                finally:
+                    del unwrapped
+
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
         # An event drawn but refused (the put was cancelled) is never run.
         await feed(events, self._put_drawn, self._check_new_event, self._cancel)
@@ -314,7 +458,7 @@ class Executor(Scoped, Generic[E]):
         self._bind_clock()
         await self._queue.start()
         await self._queue.process(
-            self._run, self._num_workers, self._on_error, task_group=task_group
+            self._run, self._num_workers, self._on_failed, task_group=task_group
         )
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -341,7 +485,7 @@ class Executor(Scoped, Generic[E]):
         self._bind_clock()
         try:
             async with self._queue:
-                await self._queue.process(self._run, self._num_workers, self._on_error)
+                await self._queue.process(self._run, self._num_workers, self._on_failed)
                 yield
                 if self._queue.status is QueueStatus.PROCESSING:
                     await self.forward()  # (stopped inside the block: CANCELLED)
@@ -351,45 +495,59 @@ class Executor(Scoped, Generic[E]):
     # -- running one event -----------------------------------------------------------
 
     async def _run(self, event: E) -> None:
-        """The worker function: wait for the rates, invoke, record the outcome.
+        """The worker function: wait for the rates, invoke, record a success.
 
         The clock is read twice per event (a rate check needs the time anyway,
         and it is when the event starts), without yielding unless a rate binds.
+        A failure is recorded by `_on_failed` once no retry is left; an event
+        given up (cancelled) by `_cancel`, which the queue calls.
         """
         execution = event.execution
         now = self._now
-        try:
+        started = now()
+        start_rate = self._start_rate
+        if start_rate is not None and not start_rate._take(started, 1):
+            await start_rate.acquire()
             started = now()
-            if not self._start_rate._take(started, 1):
-                await self._start_rate.acquire()
-                started = now()
-            limiter = self._rate_limiter
-            if limiter is not None and not (
-                self._limiter_shares_clock and limiter._take(started, 1)
-            ):
-                await limiter.acquire()
-                started = now()
-            execution.status = ExecutionStatus.PROCESSING
-            try:
-                execution.response = await event.invoke()
-            finally:
-                execution.duration = now() - started
-        except Exception as exc:
-            execution.status = ExecutionStatus.FAILED
-            execution.error = exc
-            self._failed.append(event)
-            raise  # the queue counts it as processed and as an error
-        except BaseException as exc:
-            stray = stray_cancellation(exc)
-            if stray is None:
-                self._cancel(event)
-                raise
-            execution.status = ExecutionStatus.FAILED
-            execution.error = stray
-            self._failed.append(event)
-            raise stray from exc
+        limiter = self._rate_limiter
+        if limiter is not None and not (
+            self._limiter_shares_clock and limiter._take(started, 1)
+        ):
+            await limiter.acquire()
+            started = now()
+        execution.status = ExecutionStatus.PROCESSING
+        execution.attempts += 1
+        try:
+            execution.response = await event.invoke()
+        except RetryAfter as exc:
+            # Server pushback: hold every start until then, here and wherever
+            # the rate limiter is shared.
+            if limiter is not None:
+                limiter.hold(exc.seconds)
+            if start_rate is not None:
+                start_rate.hold(exc.seconds)
+            raise
+        finally:
+            execution.duration = now() - started
         execution.status = ExecutionStatus.COMPLETED
-        self._completed.append(event)
+        execution.error = None
+        self._record(self._completed, "completed", event)
+
+    async def _on_failed(self, exc: Exception, event: E) -> None:
+        """The queue's error handler: ``event`` has failed for good."""
+        execution = event.execution
+        execution.status = ExecutionStatus.FAILED
+        execution.error = exc
+        self._record(self._failed, "failed", event)
+        self._queue.queue._log_failure(exc, event)  # the queue's one log policy
+
+    def _record(self, history: deque[E], outcome: str, event: E) -> None:
+        history.append(event)
+        self._counts[outcome] += 1
+        sink = event._sink
+        if sink is not None:
+            event._sink = None
+            sink(event)
 
     def _bind_clock(self) -> None:
         # One lookup per run instead of one per reading: anyio.current_time()
@@ -404,10 +562,6 @@ class Executor(Scoped, Generic[E]):
             self._clock
         )
 
-    async def _on_error(self, exc: Exception, event: E) -> None:
-        # The failure is recorded on the event; the log gets it at DEBUG only.
-        self._logger.debug("event %s failed", event.id, exc_info=exc)
-
     def _cancel(self, event: E) -> None:
         """Mark ``event`` CANCELLED unless it has already finished."""
         if event.execution.status in (
@@ -415,7 +569,7 @@ class Executor(Scoped, Generic[E]):
             ExecutionStatus.PROCESSING,
         ):
             event.execution.status = ExecutionStatus.CANCELLED
-            self._cancelled.append(event)
+            self._record(self._cancelled, "cancelled", event)
 
     def _cancel_leftovers(self) -> None:
         """Mark CANCELLED what can no longer run: pending and unprocessed events."""

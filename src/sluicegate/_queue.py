@@ -223,7 +223,9 @@ class BoundedQueue(Scoped, Generic[T]):
         self._join_event: Event | None = None
         self._pool = WorkerPool(on_empty=self._last_worker_left)
         self._task_group: TaskGroup | None = None
-        self._on_stopped: Callable[[], object] | None = None  # for an Executor
+        # For an Executor: told when the queue stops, and of each item given up.
+        self._on_stopped: Callable[[], object] | None = None
+        self._on_abandoned: Callable[[T], object] | None = None
         self._fast_puts = 0
         self._said_not_awaitable = False
         self._logged_types: dict[str, int] = {}  # failures no handler took
@@ -606,6 +608,8 @@ class BoundedQueue(Scoped, Generic[T]):
     def _abandoned(self, item: T) -> None:
         self._in_flight -= 1
         self._unprocessed.append(item)
+        if self._on_abandoned is not None:
+            self._on_abandoned(item)
         if self._join_event is not None and not self._unfinished():
             self._release_joiners()
 

@@ -391,15 +391,26 @@ class WorkQueue(Generic[T]):
     ) -> AsyncIterator[MapResults[T, R]]:
         self._check_no_workers("map")
         queue = self._queue
+        unwrapped: BaseException | None = None
         async with AsyncExitStack() as stack:
             if queue.status is not QueueStatus.PROCESSING:
                 await stack.enter_async_context(queue)
-            async with create_task_group() as tg:
-                workers = queue._spawn_workers(tg, job, num_workers)
-                tg.start_soon(self._feed_map, items, results, workers)
-                yield results
-                if not results._exhausted:
-                    tg.cancel_scope.cancel()  # left early: cancel the rest
+            try:
+                async with create_task_group() as tg:
+                    workers = queue._spawn_workers(tg, job, num_workers)
+                    tg.start_soon(self._feed_map, items, results, workers)
+                    yield results
+                    if not results._exhausted:
+                        tg.cancel_scope.cancel()  # left early: cancel the rest
+            except BaseExceptionGroup as group:
+                # The one exception that ended the block (a failure raised by
+                # the results, an error from `items`), as it was raised.
+                unwrapped = sole_exception(group)
+            if unwrapped is not None:
+                try:
+                    raise unwrapped
+                finally:
+                    del unwrapped
 
     async def _feed_map(
         self,
