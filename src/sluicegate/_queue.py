@@ -30,7 +30,7 @@ from anyio import (
     move_on_after,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, current_token
 
 from ._checks import (
     NotAwaitableError,
@@ -194,6 +194,8 @@ class BoundedQueue(Scoped, Generic[T]):
         self._limiter = CapacityLimiter(_tokens(limit))
         self._limit_lowered = False
         self._clock = check_clock(clock)
+        # How the clock is read on the hot path: bound to the backend at start.
+        self._now: Callable[[], float] = self._clock.current_time
         self._status = QueueStatus.IDLE
         self._run = 0  # counts starts: a waiter from an earlier run is refused
         # Items, and items back for a retry (wrapped, to carry their attempts).
@@ -357,6 +359,9 @@ class BoundedQueue(Scoped, Generic[T]):
         if not self._pool.workers:
             self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
             self._limit_lowered = False
+        if isinstance(self._clock, AnyIOClock):
+            # anyio.current_time() looks the backend up on every call.
+            self._now = current_token().backend_class.current_time
         self._run += 1
         self._status = QueueStatus.PROCESSING
 
@@ -787,8 +792,8 @@ class BoundedQueue(Scoped, Generic[T]):
             item = entry  # type: ignore[assignment]
             attempts = 1
             first = None
-        clock = self._clock
-        started = clock.current_time()
+        now = self._now
+        started = now()
         if first is None:
             first = started
         call: Awaitable[object] | None = None
@@ -815,7 +820,7 @@ class BoundedQueue(Scoped, Generic[T]):
             await self._failed(stray, item, job, call, attempts=attempts, first=first)
             return
         if job.sink is not None:
-            job.sink(Outcome(item, value, None, attempts, clock.current_time() - first))
+            job.sink(Outcome(item, value, None, attempts, now() - first))
         self._finished()
 
     @contextmanager
@@ -886,7 +891,7 @@ class BoundedQueue(Scoped, Generic[T]):
         name = type(exc).__qualname__
         self._error_types[name] = self._error_types.get(name, 0) + 1
         if job.sink is not None:
-            duration = 0.0 if first is None else self._clock.current_time() - first
+            duration = 0.0 if first is None else self._now() - first
             job.sink(Outcome(item, None, exc, attempts, duration))
         self._finished()
 
@@ -901,7 +906,7 @@ class BoundedQueue(Scoped, Generic[T]):
         """Put ``item`` in the delay line for another call, if ``policy`` allows."""
         if attempts >= policy.attempts or not policy.retries(exc):
             return False
-        now = self._clock.current_time()
+        now = self._now()
         if first is None:
             first = now
         delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
