@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -97,6 +98,20 @@ async def test_the_same_object_twice_in_order() -> None:
         async with queue.map(echo, items, ordered=True, num_workers=3) as results:
             seen = [outcome.item async for outcome in results]
     assert seen == items
+
+
+async def test_collected_failures_are_yielded_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fails(item: int) -> int:
+        raise ValueError(item)
+
+    queue: WorkQueue[int] = WorkQueue()
+    with anyio.fail_after(GUARD), caplog.at_level(logging.DEBUG, "sluicegate"):
+        async with queue.map(fails, range(3)) as results:
+            errors = [outcome.error async for outcome in results]
+    assert len(errors) == 3
+    assert caplog.records == []  # the reader has them: the log stays quiet
 
 
 async def test_collected_failures_are_yielded_and_unwrap_raises() -> None:

@@ -599,3 +599,25 @@ async def test_leaving_completed_early_cancels_what_did_not_run() -> None:
     )
     assert executor.status is QueueStatus.STOPPED
     assert len(drawn) < 30  # the rest was never read
+
+
+async def test_item_timeout_starts_once_the_token_is_taken() -> None:
+    """A hold longer than item_timeout delays calls; it does not time them out."""
+    calls: list[tuple[int, float]] = []
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            calls.append((item, clock.current_time()))
+            if item == 0 and len(calls) == 1:
+                raise RetryAfter(10)
+
+        queue: WorkQueue[int] = WorkQueue(
+            rate_limiter=limiter,
+            retry=RetryPolicy(attempts=2),
+            item_timeout=1.0,
+            clock=clock,
+        )
+        await queue.batch_process(range(4), work, num_workers=4)
+    assert queue.errors_by_type == {}
+    assert sorted(t for _, t in calls[1:]) == [10.0] * 4  # held, never timed out

@@ -86,7 +86,7 @@ async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
     mock.stop.assert_awaited_once_with(2.0)
     await work_queue.process(noop, 3, task_group=None)
     mock.start_workers.assert_awaited_once_with(
-        noop, 3, None, task_group=None, retry=None, item_timeout=None
+        noop, 3, None, task_group=None, retry=None, item_timeout=None, rate_limiter=None
     )
     for name in ("status", "metrics", "size", "is_full", "is_empty", "worker_count"):
         assert getattr(work_queue, name) is getattr(mock, name)

@@ -43,6 +43,7 @@ from ._checks import (
 from ._clock import AnyIOClock, Clock, check_clock
 from ._delay import DelayLine
 from ._exceptions import QueueStateError, sole_exception, stray_cancellation
+from ._rate_limit import RateLimiter
 from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
@@ -100,23 +101,28 @@ def _unwrap(entry: T | _Retry[T]) -> T:
 class _Job(Generic[T]):
     """How one set of workers handles an item: what to call, and around it."""
 
-    __slots__ = ("func", "on_error", "plain", "retry", "sink", "timeout")
+    __slots__ = ("func", "limiter", "on_error", "plain", "retry", "sink", "timeout")
 
     def __init__(
         self,
         func: WorkerFunc[T],
         on_error: ErrorHandler[T] | None,
+        *,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         sink: Sink[T] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.func = func
         self.on_error = on_error
         self.retry = retry
         self.timeout = timeout
         self.sink = sink
+        self.limiter = limiter
         # Nothing around the call: the worker loop runs it inline (the hot path).
-        self.plain = retry is None and timeout is None and sink is None
+        self.plain = (
+            retry is None and timeout is None and sink is None and limiter is None
+        )
 
 
 def check_retry(retry: object) -> RetryPolicy | None:
@@ -126,6 +132,13 @@ def check_retry(retry: object) -> RetryPolicy | None:
             f"retry must be a sluicegate.RetryPolicy or None, got {retry!r}"
         )
     return retry
+
+
+def check_rate_limiter(limiter: object) -> RateLimiter | None:
+    """Return ``limiter`` if it is a RateLimiter or None."""
+    if limiter is not None and not isinstance(limiter, RateLimiter):
+        raise TypeError(f"rate_limiter must be a RateLimiter or None, got {limiter!r}")
+    return limiter
 
 
 def check_item_timeout(item_timeout: object) -> float | None:
@@ -632,6 +645,7 @@ class BoundedQueue(Scoped, Generic[T]):
         task_group: TaskGroup | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         """Start ``num_workers`` workers that await ``worker_func(item)`` per item.
 
@@ -651,6 +665,10 @@ class BoundedQueue(Scoped, Generic[T]):
 
         A call running longer than ``item_timeout`` seconds is cancelled and
         fails with TimeoutError (retried like any other error).
+
+        With a ``rate_limiter``, each call (each retry too) first takes a token
+        from it; the item timeout starts once the token is taken. A call that
+        raises `RetryAfter` holds the limiter for that long.
 
         A cancellation exception raised although nothing cancelled the worker
         (asyncio's CancelledError from awaiting a cancelled task, say) is a
@@ -674,8 +692,9 @@ class BoundedQueue(Scoped, Generic[T]):
         job = _Job(
             worker_func,
             error_handler,
-            check_retry(retry),
-            check_item_timeout(item_timeout),
+            retry=check_retry(retry),
+            timeout=check_item_timeout(item_timeout),
+            limiter=check_rate_limiter(rate_limiter),
         )
         if task_group is not None and not isinstance(task_group, TaskGroup):
             raise TypeError(
@@ -793,11 +812,13 @@ class BoundedQueue(Scoped, Generic[T]):
             attempts = 1
             first = None
         now = self._now
-        started = now()
-        if first is None:
-            first = started
         call: Awaitable[object] | None = None
         try:
+            if job.limiter is not None:
+                await job.limiter.acquire()  # before the clock of item_timeout starts
+            started = now()
+            if first is None:
+                first = started
             if job.timeout is None:
                 call = job.func(item)
                 value = await call
@@ -876,6 +897,9 @@ class BoundedQueue(Scoped, Generic[T]):
         """
         if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
             exc = not_awaitable("worker_func", job.func, call)
+        if isinstance(exc, RetryAfter) and job.limiter is not None:
+            # Server pushback: every queue sharing the limiter backs off.
+            job.limiter.hold(exc.seconds)
         if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
             self._said_not_awaitable = True
             self._logger.warning("%s", exc)

@@ -12,14 +12,13 @@ from collections.abc import (
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
-from ._checks import check_callable, check_iterable, check_optional_int, not_awaitable
+from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, sole_exception
@@ -33,11 +32,12 @@ from ._queue import (
     _Default,
     _Job,
     check_item_timeout,
+    check_rate_limiter,
     check_retry,
 )
 from ._rate_limit import RateLimiter
 from ._results import MapResults
-from ._retry import RetryAfter, RetryPolicy
+from ._retry import RetryPolicy
 from ._workers import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -93,11 +93,7 @@ class WorkQueue(Generic[T]):
             logger=logger,
             clock=clock,
         )
-        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
-            raise TypeError(
-                f"rate_limiter must be a RateLimiter or None, got {rate_limiter!r}"
-            )
-        self._rate_limiter = rate_limiter
+        self._rate_limiter = check_rate_limiter(rate_limiter)
         self._retry = check_retry(retry)
         self._item_timeout = check_item_timeout(item_timeout)
 
@@ -270,12 +266,13 @@ class WorkQueue(Generic[T]):
         workers = self._worker_count_for(num_workers)
         check_callable("worker_func", worker_func)
         await self._queue.start_workers(
-            self._rate_limited(worker_func),
+            worker_func,
             workers,
             error_handler,
             task_group=task_group,
             retry=self._retry if retry is None else retry,
             item_timeout=self._item_timeout if item_timeout is None else item_timeout,
+            rate_limiter=self._rate_limiter,
         )
 
     async def batch_process(
@@ -378,7 +375,8 @@ class WorkQueue(Generic[T]):
             ordered=ordered,
             raise_errors=errors == "raise",
         )
-        job = self._job(worker_func, None, retry, item_timeout, results._deliver)
+        # Failures reach the reader as outcomes (or are raised): no log for them.
+        job = self._job(worker_func, _quiet, retry, item_timeout, results._deliver)
         return self._map(items, job, workers, results)
 
     @asynccontextmanager
@@ -471,11 +469,12 @@ class WorkQueue(Generic[T]):
         retry = check_retry(retry)
         timeout = check_item_timeout(item_timeout)
         return _Job(
-            self._rate_limited(worker_func),
+            worker_func,
             error_handler,
-            self._retry if retry is None else retry,
-            self._item_timeout if timeout is None else timeout,
-            sink,
+            retry=self._retry if retry is None else retry,
+            timeout=self._item_timeout if timeout is None else timeout,
+            sink=sink,
+            limiter=self._rate_limiter,
         )
 
     def _check_no_workers(self, call: str) -> None:
@@ -487,30 +486,12 @@ class WorkQueue(Generic[T]):
                 "or give it a WorkQueue of its own"
             )
 
-    def _rate_limited(
-        self, worker_func: Callable[[T], Awaitable[Any]]
-    ) -> Callable[[T], Awaitable[Any]]:
-        """Each call takes a token first; a RetryAfter holds the limiter."""
-        limiter = self._rate_limiter
-        if limiter is None:
-            return worker_func
-
-        async def rate_limited(item: T) -> object:
-            await limiter.acquire()
-            call = worker_func(item)
-            if not isawaitable(call):
-                raise not_awaitable("worker_func", worker_func, call)
-            try:
-                return await call
-            except RetryAfter as exc:
-                # Server pushback: every queue sharing the limiter backs off.
-                limiter.hold(exc.seconds)
-                raise
-
-        return rate_limited
-
     def _worker_count_for(self, num_workers: int | None) -> int:
         count = check_optional_int("num_workers", num_workers, minimum=1)
         if count is not None:
             return count
         return self._queue.concurrency_limit or 1
+
+
+async def _quiet(exc: Exception, item: object) -> None:
+    """The error handler of a map: its reader gets each failure as an outcome."""
