@@ -104,11 +104,14 @@ class WorkQueue(Generic[T]):
         *,
         logger: logging.Logger | None = None,
         rate_limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        item_timeout: float | None = None,
+        clock: Clock | None = None,
     ) -> WorkQueue[T]:
         """A WorkQueue of ``config.queue_capacity`` items and its concurrency limit.
 
         ``capacity_refresh_time`` is not used here: it limits the rate at which an
-        Executor starts events.
+        Executor starts events. The other arguments are the constructor's.
         """
         if not isinstance(config, QueueConfig):
             raise TypeError(f"config must be a QueueConfig, got {config!r}")
@@ -117,6 +120,9 @@ class WorkQueue(Generic[T]):
             concurrency_limit=config.concurrency_limit,
             logger=logger,
             rate_limiter=rate_limiter,
+            retry=retry,
+            item_timeout=item_timeout,
+            clock=clock,
         )
 
     @property
