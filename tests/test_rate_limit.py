@@ -276,17 +276,8 @@ async def test_random_cancellation_under_contention_keeps_the_bound(seed: int) -
     granted: list[float] = []
 
     async def waiter(patience: float) -> None:
-        deadline = clock.current_time() + patience
-        async with anyio.create_task_group() as tg:
-
-            async def give_up() -> None:
-                await clock.sleep_until(deadline)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(give_up)
-            await limiter.acquire()
+        if await acquire_or_give_up(limiter, clock, patience):
             granted.append(clock.current_time())
-            tg.cancel_scope.cancel()
 
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
