@@ -362,14 +362,14 @@ class Executor(Scoped, Generic[E]):
                 Outcome(event, execution.response, error, execution.attempts, duration)
             )
 
-        async def put(event: E, timeout: None) -> bool:
-            await results._reserve(event)
+        def check(event: E) -> None:
+            self._check_new_event(event)
+            results._count(event)
             event._sink = deliver  # type: ignore[assignment]
-            return await self._put_drawn(event, timeout)
 
         async def feed_all() -> None:
             try:
-                await feed(events, put, self._check_new_event, self._cancel)
+                await feed(events, self._put_drawn, check, self._cancel, window=results)
             finally:
                 results._fed_all()
 

@@ -119,10 +119,9 @@ class _Job(Generic[T]):
         self.timeout = timeout
         self.sink = sink
         self.limiter = limiter
-        # Nothing around the call: the worker loop runs it inline (the hot path).
-        self.plain = (
-            retry is None and timeout is None and sink is None and limiter is None
-        )
+        # Nothing around the call (but perhaps a sink for its outcome): the
+        # worker loop runs it inline, the hot path.
+        self.plain = retry is None and timeout is None and limiter is None
 
 
 def check_retry(retry: object) -> RetryPolicy | None:
@@ -230,6 +229,7 @@ class BoundedQueue(Scoped, Generic[T]):
             self._clock, self._timer_due
         )
         self._timer_scope: CancelScope | None = None
+        self._timers_beside_workers = False
         # Parked tasks. A consumer is woken only when no consumer already woken
         # will take the item; get() callers before idle workers.
         self._producers = WaiterLine(on_lost_wake=self._wake_producer)
@@ -373,8 +373,13 @@ class BoundedQueue(Scoped, Generic[T]):
             self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
             self._limit_lowered = False
         if isinstance(self._clock, AnyIOClock):
-            # anyio.current_time() looks the backend up on every call.
-            self._now = current_token().backend_class.current_time
+            # anyio.current_time() looks the backend up on every call; bind the
+            # running loop's own clock (asyncio's loop.time) or the backend's.
+            token = current_token()
+            loop_time = getattr(token.native_token, "time", None)
+            self._now = (
+                loop_time if callable(loop_time) else token.backend_class.current_time
+            )
         self._run += 1
         self._status = QueueStatus.PROCESSING
 
@@ -449,6 +454,9 @@ class BoundedQueue(Scoped, Generic[T]):
             async with create_task_group() as tg:
                 await self.start()
                 self._task_group = tg
+                # The block's own task releases retries for as long as it runs,
+                # for workers and get() callers alike.
+                self._start_timers(tg, beside_workers=False)
                 try:
                     yield
                     await self._join(while_consumers=True)
@@ -715,14 +723,18 @@ class BoundedQueue(Scoped, Generic[T]):
     ) -> list[Worker]:
         """Start workers in ``group`` (arguments already checked); return them."""
         workers = self._pool.spawn(group, num_workers, self._run_worker, job)
-        if self._timer_scope is None and (
-            job.retry is not None
-            or (job.timeout is not None and not isinstance(self._clock, AnyIOClock))
-        ):
-            # The timers' task lives beside the workers and ends with the last.
-            self._timer_scope = CancelScope()
-            group.start_soon(self._run_timers, self._timer_scope)
+        if self._timer_scope is None:
+            # Without a task group of the queue's own, the timers' task lives
+            # beside the workers and ends with the last of them.
+            self._start_timers(group, beside_workers=True)
         return workers
+
+    def _start_timers(self, group: TaskGroup, *, beside_workers: bool) -> None:
+        """Start the task that releases retries when due (and, on an injected
+        clock, cancels calls past their deadline)."""
+        self._timer_scope = CancelScope()
+        self._timers_beside_workers = beside_workers
+        group.start_soon(self._run_timers, self._timer_scope)
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -750,6 +762,9 @@ class BoundedQueue(Scoped, Generic[T]):
         buffer = self._buffer
         func = job.func
         plain = job.plain
+        sink = job.sink
+        now = self._now
+        started = 0.0
         try:
             with worker.scope:
                 while not worker.stopping:
@@ -770,19 +785,29 @@ class BoundedQueue(Scoped, Generic[T]):
                             entry = self._take()
                             worker.busy = True
                             if plain and type(entry) is not _Retry:
+                                item: T = entry  # type: ignore[assignment]
                                 call: Awaitable[object] | None = None
+                                if sink is not None:
+                                    started = now()
                                 try:
-                                    call = func(entry)  # type: ignore[arg-type]
-                                    await call
+                                    call = func(item)
+                                    value = await call
                                 except Exception as exc:
-                                    await self._failed(exc, entry, job, call)  # type: ignore[arg-type]
+                                    await self._failed(
+                                        exc, item, job, call, first=started
+                                    )
                                 except BaseException as exc:
                                     stray = stray_cancellation(exc)
                                     if stray is None:
-                                        self._abandoned(entry)  # type: ignore[arg-type]
+                                        self._abandoned(item)
                                         raise
-                                    await self._failed(stray, entry, job, call)  # type: ignore[arg-type]
+                                    await self._failed(
+                                        stray, item, job, call, first=started
+                                    )
                                 else:
+                                    if sink is not None:
+                                        duration = now() - started
+                                        sink(Outcome(item, value, None, 1, duration))
                                     self._finished()
                             else:
                                 await self._handle(entry, job)
@@ -860,9 +885,9 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._timers.withdraw(entry)
 
     def _last_worker_left(self) -> None:
-        # Delays and deadlines wait for workers: what falls due meanwhile is
+        # Beside workers, delays wait for workers: what falls due meanwhile is
         # released when workers start again (or listed when the queue stops).
-        if self._timer_scope is not None:
+        if self._timer_scope is not None and self._timers_beside_workers:
             self._timer_scope.cancel()
             self._timer_scope = None
         if self._status is QueueStatus.STOPPING:
@@ -930,6 +955,11 @@ class BoundedQueue(Scoped, Generic[T]):
         """Put ``item`` in the delay line for another call, if ``policy`` allows."""
         if attempts >= policy.attempts or not policy.retries(exc):
             return False
+        if self._status is not _PROCESSING:
+            # Stopped while the call ran (by its own worker, say): no next run
+            # takes it; it is listed as unprocessed, as a delayed item would be.
+            self._abandoned(item)
+            return True
         now = self._now()
         if first is None:
             first = now

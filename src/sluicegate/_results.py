@@ -92,8 +92,13 @@ class MapResults(Generic[T, R]):
 
     async def __anext__(self) -> Outcome[T, R]:
         while True:
-            outcome = self._pop()
-            if outcome is not None:
+            if self._ordered:
+                outcome = self._by_position.pop(self._next, None)
+                if outcome is not None:
+                    self._next += 1
+                    break
+            elif self._ready:
+                outcome = self._ready.popleft()
                 break
             if self._all_read and self._yielded == self._read:
                 self._exhausted = True
@@ -101,26 +106,25 @@ class MapResults(Generic[T, R]):
             self._reader = Event()
             await self._reader.wait()
         self._yielded += 1
-        if self._feeder is not None:
-            self._feeder.set()
+        feeder = self._feeder
+        if feeder is not None:
+            self._feeder = None
+            feeder.set()
         if self._raise_errors and outcome.error is not None:
             raise outcome.error
         return outcome
 
-    def _pop(self) -> Outcome[T, R] | None:
-        if not self._ordered:
-            return self._ready.popleft() if self._ready else None
-        outcome = self._by_position.pop(self._next, None)
-        if outcome is not None:
-            self._next += 1
-        return outcome
+    def _full(self) -> bool:
+        """True while the window has no room for another item."""
+        return self._read - self._yielded >= self._window
 
-    async def _reserve(self, item: T) -> None:
-        """Wait for room in the window, then count ``item`` as read."""
+    async def _wait_for_room(self) -> None:
         while self._read - self._yielded >= self._window:
             self._feeder = Event()
             await self._feeder.wait()
-            self._feeder = None
+
+    def _count(self, item: T) -> None:
+        """Count ``item`` as read (there is room for it)."""
         if self._ordered:
             self._positions.setdefault(id(item), deque()).append(self._read)
         self._read += 1
@@ -135,10 +139,14 @@ class MapResults(Generic[T, R]):
                 del self._positions[key]
         else:
             self._ready.append(outcome)
-        if self._reader is not None:
-            self._reader.set()
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reader.set()
 
     def _fed_all(self) -> None:
         self._all_read = True
-        if self._reader is not None:
-            self._reader.set()
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reader.set()

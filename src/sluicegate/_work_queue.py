@@ -423,14 +423,14 @@ class WorkQueue(Generic[T]):
         workers: list[Worker],
     ) -> None:
         queue = self._queue
-        put = queue.put
-
-        async def put_in_window(item: T, timeout: None) -> bool:
-            await results._reserve(item)
-            return await put(item, timeout)
-
         try:
-            await feed(items, put_in_window, refused=queue._record_refused)
+            await feed(
+                items,
+                queue.put,
+                check=results._count,
+                refused=queue._record_refused,
+                window=results,
+            )
         finally:
             results._fed_all()
         await queue._join(while_consumers=True)
