@@ -765,9 +765,13 @@ class BoundedQueue(Scoped, Generic[T]):
         sink = job.sink
         now = self._now
         started = 0.0
+        # When the last item ended, while this worker has gone straight on since
+        # (it is then when the next one starts: one clock reading per item).
+        mark: float | None = None
         try:
             with worker.scope:
                 while not worker.stopping:
+                    mark = None
                     try:
                         limiter.acquire_nowait()
                     except WouldBlock:
@@ -788,11 +792,12 @@ class BoundedQueue(Scoped, Generic[T]):
                                 item: T = entry  # type: ignore[assignment]
                                 call: Awaitable[object] | None = None
                                 if sink is not None:
-                                    started = now()
+                                    started = now() if mark is None else mark
                                 try:
                                     call = func(item)
                                     value = await call
                                 except Exception as exc:
+                                    mark = None  # the failure's handling may wait
                                     await self._failed(
                                         exc, item, job, call, first=started
                                     )
@@ -801,21 +806,25 @@ class BoundedQueue(Scoped, Generic[T]):
                                     if stray is None:
                                         self._abandoned(item)
                                         raise
+                                    mark = None
                                     await self._failed(
                                         stray, item, job, call, first=started
                                     )
                                 else:
                                     if sink is not None:
-                                        duration = now() - started
+                                        mark = now()
+                                        duration = mark - started
                                         sink(Outcome(item, value, None, 1, duration))
                                     self._finished()
                             else:
+                                mark = None
                                 await self._handle(entry, job)
                             worker.busy = False
                             handled += 1
                             if handled == _YIELD_EVERY:
                                 handled = 0
                                 await checkpoint()
+                                mark = None
                     finally:
                         limiter.release()
                     if not worker.stopping and not buffer:
