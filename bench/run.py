@@ -2,9 +2,10 @@
 
 Every case pushes ``--items`` integers through 16 workers and a buffer of 64; the
 work per item is one ``await anyio.lowlevel.checkpoint()``, so what is measured is
-the cost of the queue itself. Rounds are interleaved (each round runs every case on
-every backend once), so drift on the machine affects all cases alike; the median of
-the rounds is reported.
+the cost of the queue itself. The ``map`` cases (sluicegate's ``WorkQueue.map``
+and ``aiometer.amap``) also hand every item's result to a reader that takes them
+all. Rounds are interleaved (each round runs every case on every backend once), so
+drift on the machine affects all cases alike; the median of the rounds is reported.
 
     uv run python bench/run.py             # 200,000 items, 5 rounds; writes results.md
     uv run python bench/run.py --quick     # a smoke run; writes nothing by default
@@ -83,6 +84,26 @@ async def bounded_queue_limited(n: int) -> float:
     return await bounded_queue(n, concurrency_limit=WORKERS)
 
 
+async def work_queue_map(n: int, *, ordered: bool = False) -> float:
+    """`WorkQueue.map`; the reader takes every outcome."""
+    queue = WorkQueue[int](maxsize=BUFFER)
+    outcomes = 0
+    start = perf_counter()
+    async with queue.map(
+        work, range(n), ordered=ordered, num_workers=WORKERS
+    ) as results:
+        async for _ in results:
+            outcomes += 1
+    elapsed = perf_counter() - start
+    expect("WorkQueue.map", outcomes, n)
+    expect("WorkQueue.map", queue.metrics["processed"], n)
+    return elapsed
+
+
+async def work_queue_map_ordered(n: int) -> float:
+    return await work_queue_map(n, ordered=True)
+
+
 async def work_queue_batch(n: int) -> float:
     queue = WorkQueue[int](maxsize=BUFFER)
     start = perf_counter()
@@ -139,6 +160,18 @@ async def aiometer_run_on_each(n: int) -> float:
     return perf_counter() - start
 
 
+async def aiometer_amap(n: int) -> float:
+    """`aiometer.amap`: results as they come (it has no ordered mode)."""
+    results = 0
+    start = perf_counter()
+    async with aiometer.amap(work, range(n), max_at_once=WORKERS) as outcomes:
+        async for _ in outcomes:
+            results += 1
+    elapsed = perf_counter() - start
+    expect("aiometer.amap", results, n)
+    return elapsed
+
+
 async def asyncio_queue(n: int) -> float:
     queue: asyncio.Queue[int] = asyncio.Queue(BUFFER)
 
@@ -188,14 +221,36 @@ CASES = [
         bounded_queue_limited,
     ),
     Case("wq", "sluicegate WorkQueue.batch_process", work_queue_batch),
+    Case("map", "sluicegate WorkQueue.map (unordered)", work_queue_map),
+    Case("map_ordered", "sluicegate WorkQueue.map (ordered)", work_queue_map_ordered),
     Case("executor", "sluicegate Executor.batch_process", executor_batch),
     Case("stream", "AnyIO memory object stream (hand-written)", memory_stream),
     Case("aiometer", "aiometer.run_on_each", aiometer_run_on_each),
+    Case("amap", "aiometer.amap", aiometer_amap),
     Case("asyncio_queue", "asyncio.Queue + 16 tasks", asyncio_queue, asyncio_only=True),
     Case("floor", "bare loop of checkpoints (floor)", bare_loop),
 ]
-SLUICEGATE = ["bq", "bq_limit", "wq", "executor"]
+#: The ratio table: each sluicegate case against the baselines it is judged by.
+COMPARISONS = [
+    *(
+        (case, against)
+        for case in ["bq", "bq_limit", "wq", "executor"]
+        for against in ["stream", "aiometer"]
+    ),
+    *(
+        (case, against)
+        for case in ["map", "map_ordered"]
+        for against in ["amap", "wq", "stream"]
+    ),
+]
 LABELS = {case.key: case.label for case in CASES}
+#: How the ratio table names a baseline.
+SHORT = {
+    "stream": "stream",
+    "aiometer": "aiometer",
+    "amap": "amap",
+    "wq": "batch_process",
+}
 
 
 @dataclass(frozen=True)
@@ -215,6 +270,9 @@ TARGETS = [
     Target("bq_limit", "stream", 2.5),
     Target("wq", "stream", 2.5),
     Target("executor", "bq", 0.5),
+    Target("map", "amap", 5.0),
+    Target("map", "wq", 0.8),
+    Target("map_ordered", "amap", 3.0),
 ]
 TARGET_BACKENDS = ["asyncio", "trio"]
 
@@ -255,15 +313,14 @@ def rate_table(rates: Rates, backends: list[Backend]) -> str:
 
 def ratio_table(rates: Rates, backends: list[Backend]) -> str:
     rows = []
-    for case in SLUICEGATE:
-        for against in ["stream", "aiometer"]:
-            ratios = [ratio(rates, case, against, b.name) for b in backends]
-            rows.append(
-                [
-                    f"{LABELS[case]} / {against}",
-                    *(f"{r:.2f}x" if r is not None else "n/a" for r in ratios),
-                ]
-            )
+    for case, against in COMPARISONS:
+        ratios = [ratio(rates, case, against, b.name) for b in backends]
+        rows.append(
+            [
+                f"{LABELS[case]} / {SHORT[against]}",
+                *(f"{r:.2f}x" if r is not None else "n/a" for r in ratios),
+            ]
+        )
     return format_table(["ratio", *(b.name for b in backends)], rows)
 
 

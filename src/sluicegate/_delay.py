@@ -28,16 +28,12 @@ _COMPACT_AFTER: Final = 64
 class Entry(Generic[T]):
     """One value waiting in a DelayLine; `DelayLine.withdraw` takes it back."""
 
-    __slots__ = ("due", "live", "order", "value")
+    __slots__ = ("due", "live", "value")
 
-    def __init__(self, due: float, order: int, value: T) -> None:
+    def __init__(self, due: float, value: T) -> None:
         self.due = due
-        self.order = order
         self.value = value
         self.live = True
-
-    def __lt__(self, other: Entry[T]) -> bool:
-        return (self.due, self.order) < (other.due, other.order)
 
 
 class DelayLine(Generic[T]):
@@ -52,7 +48,9 @@ class DelayLine(Generic[T]):
     def __init__(self, clock: Clock, release: Callable[[T], object]) -> None:
         self._clock = clock
         self._release = release
-        self._heap: list[Entry[T]] = []
+        # (due, order, entry): tuples compare in C, and order breaks every tie,
+        # so entries themselves are never compared.
+        self._heap: list[tuple[float, int, Entry[T]]] = []
         self._live = 0
         self._order = itertools.count()
         self._changed: Event | None = None  # set when the sleeper must look again
@@ -64,10 +62,10 @@ class DelayLine(Generic[T]):
 
     def add(self, value: T, due: float) -> Entry[T]:
         """Hold ``value`` until the clock reaches ``due``."""
-        entry = Entry(due, next(self._order), value)
-        heapq.heappush(self._heap, entry)
+        entry = Entry(due, value)
+        heapq.heappush(self._heap, (due, next(self._order), entry))
         self._live += 1
-        if self._heap[0] is entry:
+        if self._heap[0][2] is entry:
             self._wake_sleeper()  # a new earliest: sleep until it instead
         return entry
 
@@ -79,14 +77,14 @@ class DelayLine(Generic[T]):
         self._live -= 1
         stale = len(self._heap) - self._live
         if stale > _COMPACT_AFTER and stale > self._live:
-            self._heap = [e for e in self._heap if e.live]
+            self._heap = [t for t in self._heap if t[2].live]
             heapq.heapify(self._heap)
         return True
 
     def drain(self) -> list[T]:
         """Take back every waiting value, earliest due first."""
-        values = [e.value for e in sorted(self._heap) if e.live]
-        for entry in self._heap:
+        values = [t[2].value for t in sorted(self._heap) if t[2].live]
+        for _, _, entry in self._heap:
             entry.live = False
         self._heap.clear()
         self._live = 0
@@ -99,7 +97,7 @@ class DelayLine(Generic[T]):
                 self._release_due()
                 if self._heap:
                     with CancelScope() as self._sleep:
-                        await self._clock.sleep_until(self._heap[0].due)
+                        await self._clock.sleep_until(self._heap[0][0])
                     self._sleep = None
                 else:
                     self._changed = Event()
@@ -113,8 +111,8 @@ class DelayLine(Generic[T]):
     def _release_due(self) -> None:
         heap = self._heap
         now = self._clock.current_time()
-        while heap and (heap[0].due <= now or not heap[0].live):
-            entry = heapq.heappop(heap)
+        while heap and (heap[0][0] <= now or not heap[0][2].live):
+            entry = heapq.heappop(heap)[2]
             if entry.live:
                 entry.live = False
                 self._live -= 1
