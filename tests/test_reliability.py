@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 import uvloop
-from fake_clock import all_blocked
+from fake_clock import FakeClock, all_blocked
 
 from sluicegate import (
     BoundedQueue,
@@ -27,6 +27,7 @@ from sluicegate import (
     QueueStateError,
     QueueStatus,
     RateLimiter,
+    RetryPolicy,
     StrayCancellationError,
     WorkQueue,
 )
@@ -759,3 +760,78 @@ async def test_an_error_handler_returning_no_awaitable_is_logged_clearly(
         await queue.batch_process([1], work, 1, sync_handler)  # type: ignore[arg-type]
     assert queue.metrics["errors"] == 1
     assert "sync_handler returned NoneType" in caplog.text
+
+
+# -- the delay line's life: found by the stateful machine ------------------------------
+
+
+async def test_workers_without_a_policy_get_delayed_items_back() -> None:
+    clock = FakeClock()
+    calls: list[float] = []
+
+    async def fails_first(item: int) -> None:
+        calls.append(clock.current_time())
+        if len(calls) == 1:
+            raise ConnectionError
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            policy = RetryPolicy(backoff=1, jitter=False)
+            await queue.start_workers(fails_first, 1, task_group=tg, retry=policy)
+            await queue.put(0)
+            await all_blocked()
+            await queue.stop_workers()
+            assert queue.delayed == 1
+            clock.advance(1.0)
+            await queue.start_workers(fails_first, 1, task_group=tg)  # no policy
+            await queue.join()
+            await queue.stop()
+    assert calls == [0.0, 1.0]
+    assert (queue.metrics["processed"], queue.delayed) == (1, 0)
+
+
+async def test_a_retry_due_after_its_worker_stopped_the_queue_is_unprocessed() -> None:
+    queue: BoundedQueue[int] = BoundedQueue(clock=FakeClock())
+
+    async def stop_then_fail(item: int) -> None:
+        await queue.stop(timeout=0)
+        raise ConnectionError
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            policy = RetryPolicy(backoff=1, jitter=False)
+            await queue.start_workers(stop_then_fail, 1, task_group=tg, retry=policy)
+            await queue.put(7)
+    assert queue.status is QueueStatus.STOPPED
+    assert (queue.unprocessed, queue.delayed) == ([7], 0)
+    m = queue.metrics
+    assert m["enqueued"] == m["processed"] + m["unprocessed"]
+
+
+async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
+    clock = FakeClock()
+    got: list[int] = []
+
+    async def fails(item: int) -> None:
+        raise ConnectionError
+
+    async def consumer(queue: BoundedQueue[int]) -> None:
+        got.append(await queue.get())
+        queue.task_done()
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg, queue:
+            policy = RetryPolicy(backoff=1, jitter=False)
+            await queue.start_workers(fails, 1, retry=policy)
+            await queue.put(3)
+            await all_blocked()
+            await queue.stop_workers()
+            tg.start_soon(consumer, queue)
+            await all_blocked()
+            clock.advance(1.0)  # the block's own task releases it to the get()
+    assert got == [3]
+    assert queue.metrics["processed"] == 1
