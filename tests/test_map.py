@@ -274,3 +274,39 @@ def test_outcome_repr_and_unwrap() -> None:
     assert "error=KeyError('k')" in repr(bad)
     with pytest.raises(KeyError):
         bad.unwrap()
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_an_error_from_the_items_comes_out_of_the_block(kind: str) -> None:
+    def plain() -> Iterator[int]:
+        yield from range(5)
+        raise LookupError("the source broke")
+
+    async def asynchronous() -> AsyncIterator[int]:
+        for i in plain():
+            yield i
+
+    items: Any = plain() if kind == "plain" else asynchronous()
+    queue: WorkQueue[int] = WorkQueue(maxsize=2)
+    seen: list[int] = []
+    with anyio.fail_after(GUARD), pytest.raises(LookupError, match="the source broke"):
+        async with queue.map(double, items) as results:
+            async for outcome in results:
+                seen.append(outcome.item)
+    m = queue.metrics
+    assert m["enqueued"] == 5
+    assert m["processed"] + m["unprocessed"] == 5
+    assert_books(queue.queue)
+
+
+async def test_a_plain_iterable_is_read_only_as_the_reader_asks() -> None:
+    source = Source(1_000)
+    queue: WorkQueue[int] = WorkQueue(maxsize=8)
+    with anyio.fail_after(GUARD):
+        async with queue.map(double, source, num_workers=2, window=20) as results:
+            assert source.drawn == 0  # nothing read before the first outcome is asked
+            await results.__anext__()
+            assert source.drawn <= 20
+            rest = [o async for o in results]
+    assert len(rest) == 999
+    assert source.drawn == 1_000

@@ -556,6 +556,22 @@ class BoundedQueue(Scoped, Generic[T]):
         if len(self._buffer) + self._delayed < self._maxsize:
             self._producers.wake_one()
 
+    def _put_nowait(self, item: T) -> bool:
+        """Put ``item`` if there is room now, without yielding; else False.
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING.
+        """
+        self._check_running("put")
+        if len(self._buffer) + self._delayed < self._maxsize:
+            self._buffer.append(item)
+            self._accepted()
+            return True
+        return False
+
+    def _has_room(self) -> bool:
+        return len(self._buffer) + self._delayed < self._maxsize
+
     def _record_refused(self, item: T) -> None:
         """Record an item drawn for this queue (by a batch) that was never put.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from anyio import Event
@@ -86,11 +87,18 @@ class MapResults(Generic[T, R]):
         self._exhausted = False
         self._reader: Event | None = None  # set when the reader may go on
         self._feeder: Event | None = None  # set when the window has room
+        # A plain iterable is read by the reader itself, straight into the
+        # queue while both the window and the queue have room (no feed task).
+        self._source: Iterator[T] | None = None
+        self._has_room: Callable[[], bool] | None = None
+        self._put_nowait: Callable[[T], bool] | None = None
 
     def __aiter__(self) -> MapResults[T, R]:
         return self
 
     async def __anext__(self) -> Outcome[T, R]:
+        if self._source is not None:
+            self._fill()
         while True:
             if self._ordered:
                 outcome = self._by_position.pop(self._next, None)
@@ -105,6 +113,8 @@ class MapResults(Generic[T, R]):
                 raise StopAsyncIteration
             self._reader = Event()
             await self._reader.wait()
+            if self._source is not None:
+                self._fill()
         self._yielded += 1
         feeder = self._feeder
         if feeder is not None:
@@ -113,6 +123,35 @@ class MapResults(Generic[T, R]):
         if self._raise_errors and outcome.error is not None:
             raise outcome.error
         return outcome
+
+    def _read_from(
+        self,
+        source: Iterator[T],
+        has_room: Callable[[], bool],
+        put_nowait: Callable[[T], bool],
+    ) -> None:
+        """Read ``source`` in `__anext__`, putting items with ``put_nowait``."""
+        self._source = source
+        self._has_room = has_room
+        self._put_nowait = put_nowait
+
+    def _fill(self) -> None:
+        """Read and put items while the window and the queue have room."""
+        source = self._source
+        has_room = self._has_room
+        put_nowait = self._put_nowait
+        assert source is not None
+        assert has_room is not None
+        assert put_nowait is not None
+        while self._read - self._yielded < self._window and has_room():
+            try:
+                item = next(source)
+            except StopIteration:
+                self._source = None
+                self._all_read = True
+                return
+            self._count(item)
+            put_nowait(item)  # there was room: it cannot be refused
 
     def _full(self) -> bool:
         """True while the window has no room for another item."""

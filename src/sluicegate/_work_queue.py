@@ -402,10 +402,18 @@ class WorkQueue(Generic[T]):
             try:
                 async with create_task_group() as tg:
                     workers = queue._spawn_workers(tg, job, num_workers)
-                    tg.start_soon(self._feed_map, items, results, workers)
+                    if isinstance(items, AsyncIterable):
+                        tg.start_soon(self._feed_map, items, results, workers)
+                    else:
+                        # The reader reads a plain iterable itself: no task.
+                        results._read_from(
+                            iter(items), queue._has_room, queue._put_nowait
+                        )
                     yield results
                     if not results._exhausted:
                         tg.cancel_scope.cancel()  # left early: cancel the rest
+                    else:
+                        await queue._end_workers(workers, None)
             except BaseExceptionGroup as group:
                 # The one exception that ended the block (a failure raised by
                 # the results, an error from `items`), as it was raised.
