@@ -835,3 +835,30 @@ async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
             clock.advance(1.0)  # the block's own task releases it to the get()
     assert got == [3]
     assert queue.metrics["processed"] == 1
+
+
+async def test_a_queue_started_again_in_its_block_still_releases_retries() -> None:
+    clock = FakeClock()
+    got: list[int] = []
+
+    async def fails(item: int) -> None:
+        raise ConnectionError
+
+    async def consumer(queue: BoundedQueue[int]) -> None:
+        got.append(await queue.get())
+        queue.task_done()
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg, queue:
+            await queue.stop(timeout=0)
+            await queue.start()  # again, inside the same block
+            policy = RetryPolicy(backoff=1, jitter=False)
+            await queue.start_workers(fails, 1, retry=policy)
+            await queue.put(4)
+            await all_blocked()
+            await queue.stop_workers()
+            tg.start_soon(consumer, queue)
+            await all_blocked()
+            clock.advance(1.0)
+    assert got == [4]

@@ -382,6 +382,10 @@ class BoundedQueue(Scoped, Generic[T]):
             )
         self._run += 1
         self._status = QueueStatus.PROCESSING
+        if self._task_group is not None and self._timer_scope is None:
+            # Started again inside its `async with`: the block's task releases
+            # retries again, as it did before the stop.
+            self._start_timers(self._task_group, beside_workers=False)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the queue: refuse new items, let workers finish, then STOPPED.
