@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from types import TracebackType
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 from anyio import current_effective_deadline, current_time, get_cancelled_exc_class
 
-__all__ = ["QueueError", "QueueStateError", "StrayCancellationError"]
+__all__ = ["QueueError", "QueueStateError", "StrayCancellationError", "unwrapped_group"]
 
 
 class QueueError(Exception):
@@ -55,10 +56,30 @@ def stray_cancellation(exc: BaseException) -> StrayCancellationError | None:
     return error
 
 
-def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception a task group wrapped, or the group if it holds several.
+class unwrapped_group:  # noqa: N801 - used like a function: `with unwrapped_group():`
+    """Let the one exception a task group wrapped out as it was raised.
 
-    Raise the result outside the ``except`` clause that caught the group, so the
-    exception keeps its own cause and context.
+    Put it around ``async with create_task_group()``: a group holding a single
+    exception (the error from an iterable, the exception that ended the block)
+    is replaced by that exception, with its own cause and context; a group of
+    several goes on as it is.
     """
-    return group.exceptions[0] if len(group.exceptions) == 1 else group
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, BaseExceptionGroup) or len(exc.exceptions) != 1:
+            return
+        sole = exc.exceptions[0]
+        context = sole.__context__
+        try:
+            raise sole
+        finally:
+            sole.__context__ = context  # raising it here chained it to the group
+            del sole

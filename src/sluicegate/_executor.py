@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -23,7 +22,7 @@ from ._checks import check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
-from ._exceptions import QueueStateError, sole_exception
+from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
 from ._queue import QueueStatus, _Default
 from ._rate_limit import RateLimiter
@@ -31,9 +30,6 @@ from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._work_queue import WorkQueue
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["Executor"]
 
@@ -377,14 +373,13 @@ class Executor(Scoped, Generic[E]):
             async for outcome in results:
                 yield outcome.item
 
-        unwrapped: BaseException | None = None
         async with AsyncExitStack() as stack:
             opened = not (
                 self.status is QueueStatus.PROCESSING and self._queue.worker_count
             )
             if opened:
                 await stack.enter_async_context(self)
-            try:
+            with unwrapped_group():
                 async with create_task_group() as tg:
                     tg.start_soon(feed_all)
                     stream = finished()
@@ -394,15 +389,8 @@ class Executor(Scoped, Generic[E]):
                         await stream.aclose()
                     if not results._exhausted:
                         tg.cancel_scope.cancel()  # left early: read no more
-            except BaseExceptionGroup as group:
-                unwrapped = sole_exception(group)
-            if not results._exhausted and opened and unwrapped is None:
+            if not results._exhausted and opened:
                 await self.stop(timeout=0)  # and run no more
-            if unwrapped is not None:
-                try:
-                    raise unwrapped
-                finally:
-                    del unwrapped
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
         # An event drawn but refused (the put was cancelled) is never run.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -42,16 +41,13 @@ from ._checks import (
 )
 from ._clock import AnyIOClock, Clock, check_clock
 from ._delay import DelayLine
-from ._exceptions import QueueStateError, sole_exception, stray_cancellation
+from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
 from ._rate_limit import RateLimiter
 from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["BoundedQueue", "QueueStatus"]
 
@@ -453,34 +449,26 @@ class BoundedQueue(Scoped, Generic[T]):
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
         """Own a task group for the workers, and stop the queue on the way out."""
-        unwrapped: BaseException | None = None
         try:
-            async with create_task_group() as tg:
-                await self.start()
-                self._task_group = tg
-                # The block's own task releases retries for as long as it runs,
-                # for workers and get() callers alike.
-                self._start_timers(tg, beside_workers=False)
-                try:
-                    yield
-                    await self._join(while_consumers=True)
-                    await self.stop()
-                except BaseException:
-                    self._abort()
-                    with CancelScope(shield=True):
-                        await self._pool.wait(list(self._pool.workers))
-                    raise
-        except BaseExceptionGroup as group:
-            # The task group wrapped the one exception that ended the block.
-            unwrapped = sole_exception(group)
+            with unwrapped_group():  # the one exception that ended the block
+                async with create_task_group() as tg:
+                    await self.start()
+                    self._task_group = tg
+                    # The block's own task releases retries for as long as it
+                    # runs, for workers and get() callers alike.
+                    self._start_timers(tg, beside_workers=False)
+                    try:
+                        yield
+                        await self._join(while_consumers=True)
+                        await self.stop()
+                    except BaseException:
+                        self._abort()
+                        with CancelScope(shield=True):
+                            await self._pool.wait(list(self._pool.workers))
+                        raise
         finally:
             self._task_group = None
             self._finalize()
-        if unwrapped is not None:
-            try:
-                raise unwrapped
-            finally:
-                del unwrapped
 
     # -- producers --------------------------------------------------------------
 

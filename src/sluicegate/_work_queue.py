@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -21,7 +20,7 @@ from anyio.abc import TaskGroup
 from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
-from ._exceptions import QueueStateError, sole_exception
+from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
 from ._queue import (
     BoundedQueue,
@@ -39,9 +38,6 @@ from ._rate_limit import RateLimiter
 from ._results import MapResults
 from ._retry import RetryPolicy
 from ._workers import Worker
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # installed with anyio there
 
 __all__ = ["WorkQueue"]
 
@@ -395,11 +391,12 @@ class WorkQueue(Generic[T]):
     ) -> AsyncIterator[MapResults[T, R]]:
         self._check_no_workers("map")
         queue = self._queue
-        unwrapped: BaseException | None = None
         async with AsyncExitStack() as stack:
             if queue.status is not QueueStatus.PROCESSING:
                 await stack.enter_async_context(queue)
-            try:
+            # The one exception that ended the block (a failure raised by the
+            # results, an error from `items`), as it was raised.
+            with unwrapped_group():
                 async with create_task_group() as tg:
                     workers = queue._spawn_workers(tg, job, num_workers)
                     if isinstance(items, AsyncIterable):
@@ -414,15 +411,6 @@ class WorkQueue(Generic[T]):
                         tg.cancel_scope.cancel()  # left early: cancel the rest
                     else:
                         await queue._end_workers(workers, None)
-            except BaseExceptionGroup as group:
-                # The one exception that ended the block (a failure raised by
-                # the results, an error from `items`), as it was raised.
-                unwrapped = sole_exception(group)
-            if unwrapped is not None:
-                try:
-                    raise unwrapped
-                finally:
-                    del unwrapped
 
     async def _feed_map(
         self,
@@ -441,8 +429,7 @@ class WorkQueue(Generic[T]):
             )
         finally:
             results._fed_all()
-        await queue._join(while_consumers=True)
-        await queue._end_workers(workers, None)
+        await self._end_when_done(workers)
 
     async def _run_batch(
         self,
@@ -451,23 +438,18 @@ class WorkQueue(Generic[T]):
         num_workers: int,
     ) -> None:
         queue = self._queue
-        unwrapped: BaseException | None = None
-        try:
+        with unwrapped_group():  # the one error (from `items`, say), as raised
             async with create_task_group() as tg:
                 workers = queue._spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
                 # stopped meanwhile) is listed in `unprocessed`, never lost.
                 await feed(items, queue.put, refused=queue._record_refused)
-                await queue._join(while_consumers=True)
-                await queue._end_workers(workers, None)
-        except BaseExceptionGroup as group:
-            # The task group wrapped the one error (from `items`, say).
-            unwrapped = sole_exception(group)
-        if unwrapped is not None:
-            try:
-                raise unwrapped
-            finally:
-                del unwrapped
+                await self._end_when_done(workers)
+
+    async def _end_when_done(self, workers: list[Worker]) -> None:
+        """Once every item put is finished, end a batch's or a map's workers."""
+        await self._queue._join(while_consumers=True)
+        await self._queue._end_workers(workers, None)
 
     def _job(
         self,
