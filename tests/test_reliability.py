@@ -567,6 +567,11 @@ async def _get_in(queue: BoundedQueue[int], scope: anyio.CancelScope) -> None:
         await queue.get()
 
 
+async def _get_one(queue: BoundedQueue[int], got: list[int]) -> None:
+    got.append(await queue.get())
+    queue.task_done()
+
+
 # -- 10. parked get() callers are served in FIFO order ------------------------------
 
 
@@ -601,16 +606,12 @@ async def test_parked_get_is_served_before_idle_workers() -> None:
     async def work(item: int) -> None:
         handled.append(item)
 
-    async def consumer(queue: BoundedQueue[int]) -> None:
-        got.append(await queue.get())
-        queue.task_done()
-
     queue: BoundedQueue[int] = BoundedQueue()
     with anyio.fail_after(GUARD):
         async with queue, anyio.create_task_group() as tg:
             await queue.start_workers(work, 2)
             await all_blocked()
-            tg.start_soon(consumer, queue)
+            tg.start_soon(_get_one, queue, got)
             await all_blocked()
             await queue.put(1)
             await all_blocked()
@@ -818,10 +819,6 @@ async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
     async def fails(item: int) -> None:
         raise ConnectionError
 
-    async def consumer(queue: BoundedQueue[int]) -> None:
-        got.append(await queue.get())
-        queue.task_done()
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg, queue:
@@ -830,7 +827,7 @@ async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
             await queue.put(3)
             await all_blocked()
             await queue.stop_workers()
-            tg.start_soon(consumer, queue)
+            tg.start_soon(_get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)  # the block's own task releases it to the get()
     assert got == [3]
@@ -844,10 +841,6 @@ async def test_a_queue_started_again_in_its_block_still_releases_retries() -> No
     async def fails(item: int) -> None:
         raise ConnectionError
 
-    async def consumer(queue: BoundedQueue[int]) -> None:
-        got.append(await queue.get())
-        queue.task_done()
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg, queue:
@@ -858,7 +851,7 @@ async def test_a_queue_started_again_in_its_block_still_releases_retries() -> No
             await queue.put(4)
             await all_blocked()
             await queue.stop_workers()
-            tg.start_soon(consumer, queue)
+            tg.start_soon(_get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)
     assert got == [4]
