@@ -53,8 +53,10 @@ class DelayLine(Generic[T]):
         self._heap: list[tuple[float, int, Entry[T]]] = []
         self._live = 0
         self._order = itertools.count()
-        self._changed: Event | None = None  # set when the sleeper must look again
-        self._sleep: CancelScope | None = None
+        # The sleeping runners' scopes, cancelled when they must look again. A
+        # set, not one slot: a runner cancelled before it ran may run after its
+        # successor has parked, and must not take or clear the successor's wake-up.
+        self._sleeping: set[CancelScope] = set()
 
     def __len__(self) -> int:
         """How many values wait (withdrawn ones not counted)."""
@@ -92,21 +94,17 @@ class DelayLine(Generic[T]):
 
     async def run(self) -> None:
         """Release values as they fall due, for as long as the line is in use."""
-        try:
-            while True:
-                self._release_due()
-                if self._heap:
-                    with CancelScope() as self._sleep:
+        while True:
+            self._release_due()
+            with CancelScope() as scope:
+                self._sleeping.add(scope)
+                try:
+                    if self._heap:
                         await self._clock.sleep_until(self._heap[0][0])
-                    self._sleep = None
-                else:
-                    self._changed = Event()
-                    await self._changed.wait()
-                    self._changed = None
-        finally:
-            # Cancelled: a later run starts afresh.
-            self._sleep = None
-            self._changed = None
+                    else:
+                        await Event().wait()  # until a value arrives
+                finally:
+                    self._sleeping.discard(scope)
 
     def _release_due(self) -> None:
         heap = self._heap
@@ -119,7 +117,5 @@ class DelayLine(Generic[T]):
                 self._release(entry.value)
 
     def _wake_sleeper(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-        elif self._sleep is not None:
-            self._sleep.cancel()
+        for scope in self._sleeping:
+            scope.cancel()
