@@ -258,7 +258,9 @@ async def test_duration_is_the_time_invoke_took() -> None:
     async with Executor(Echo, FAST) as executor:
         executor.append(event)
     assert event.execution.duration is not None
-    assert event.execution.duration >= 0.01 - 1e-6
+    # Timed on the real clock: uvloop's timers count whole milliseconds of its
+    # own clock, which runs up to one behind, so a sleep may end that much early.
+    assert event.execution.duration >= 0.01 - 0.001
 
 
 async def test_leaving_with_an_exception_cancels_what_did_not_finish() -> None:

@@ -16,10 +16,9 @@ from typing import Generic, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
-from anyio.lowlevel import current_token
 
 from ._checks import check_iterable, check_optional_int
-from ._clock import Clock
+from ._clock import Clock, loop_clock
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
@@ -538,12 +537,8 @@ class Executor(Scoped, Generic[E]):
             sink(event)
 
     def _bind_clock(self) -> None:
-        # One lookup per run instead of one per reading: anyio.current_time()
-        # finds the backend anew on every call.
-        if self._clock is not None:
-            self._now = self._clock.current_time
-        else:
-            self._now = current_token().backend_class.current_time
+        # One lookup per run instead of one per reading.
+        self._now = loop_clock() if self._clock is None else self._clock.current_time
         # A rate limiter on the same clock can use the reading the start rate took.
         limiter = self._rate_limiter
         self._limiter_shares_clock = limiter is not None and limiter._uses_clock(

@@ -29,7 +29,7 @@ from anyio import (
     move_on_after,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint, current_token
+from anyio.lowlevel import checkpoint
 
 from ._checks import (
     NotAwaitableError,
@@ -39,7 +39,7 @@ from ._checks import (
     check_seconds,
     not_awaitable,
 )
-from ._clock import AnyIOClock, Clock, check_clock
+from ._clock import AnyIOClock, Clock, check_clock, reader
 from ._delay import DelayLine
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
 from ._rate_limit import RateLimiter
@@ -368,14 +368,7 @@ class BoundedQueue(Scoped, Generic[T]):
         if not self._pool.workers:
             self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
             self._limit_lowered = False
-        if isinstance(self._clock, AnyIOClock):
-            # anyio.current_time() looks the backend up on every call; bind the
-            # running loop's own clock (asyncio's loop.time) or the backend's.
-            token = current_token()
-            loop_time = getattr(token.native_token, "time", None)
-            self._now = (
-                loop_time if callable(loop_time) else token.backend_class.current_time
-            )
+        self._now = reader(self._clock)  # bound to this event loop
         self._run += 1
         self._status = QueueStatus.PROCESSING
         if self._task_group is not None and self._timer_scope is None:
