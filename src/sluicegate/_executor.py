@@ -364,7 +364,14 @@ class Executor(Scoped, Generic[E]):
 
         async def feed_all() -> None:
             try:
-                await feed(events, self._put_drawn, check, self._cancel, window=results)
+                await feed(
+                    events,
+                    self._put_drawn,
+                    check=check,
+                    refused=self._cancel,
+                    window=results,
+                    put_now=self._queue.queue._try_put,
+                )
             finally:
                 results._fed_all()
 
@@ -393,7 +400,13 @@ class Executor(Scoped, Generic[E]):
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
         # An event drawn but refused (the put was cancelled) is never run.
-        await feed(events, self._put_drawn, self._check_new_event, self._cancel)
+        await feed(
+            events,
+            self._put_drawn,
+            check=self._check_new_event,
+            refused=self._cancel,
+            put_now=self._queue.queue._try_put,
+        )
         await self._queue.join()
 
     def _check_new_event(self, event: object) -> None:

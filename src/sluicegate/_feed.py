@@ -21,26 +21,45 @@ class Window(Protocol):
 async def feed(
     items: Iterable[T] | AsyncIterable[T],
     put: Put[T],
+    *,
     check: Callable[[T], None] | None = None,
     refused: Callable[[T], None] | None = None,
     window: Window | None = None,
+    put_now: Callable[[T], bool] | None = None,
 ) -> None:
     """Put every item with ``put(item, None)``, reading one item at a time.
 
     ``check(item)`` runs before each put and may raise. If a put raises (it is
     atomic: the item was not accepted), ``refused(item)`` is called first. With
-    a ``window``, each put first waits while it is full. When feeding stops
-    early, an async iterator being read is closed, so an async generator's
-    ``finally`` runs now rather than at garbage collection.
+    a ``window``, each put first waits while it is full. ``put_now(item)``, if
+    given, is tried first: it puts the item without awaiting and returns True,
+    or returns False and leaves it to ``put``. When feeding stops early, an
+    async iterator being read is closed, so an async generator's ``finally``
+    runs now rather than at garbage collection.
     """
+
+    def at_once(item: T) -> bool:
+        """Check and put ``item`` without awaiting if it can be; True if done."""
+        if check is not None:
+            check(item)
+        return put_now is not None and put_now(item)
+
+    # The common case needs no coroutine per item: room in the window and in
+    # the queue.
     if not isinstance(items, AsyncIterable):
         for item in items:
-            await _put_one(item, put, check, refused, window)
+            if window is not None and window._full():
+                await _put_one(item, put, check, refused, window)
+            elif not at_once(item):
+                await _put(item, put, refused)
         return
     iterator = aiter(items)
     try:
         async for item in iterator:
-            await _put_one(item, put, check, refused, window)
+            if window is not None and window._full():
+                await _put_one(item, put, check, refused, window)
+            elif not at_once(item):
+                await _put(item, put, refused)
     except BaseException:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
@@ -64,6 +83,10 @@ async def _put_one(
             raise
     if check is not None:
         check(item)
+    await _put(item, put, refused)
+
+
+async def _put(item: T, put: Put[T], refused: Callable[[T], None] | None) -> None:
     try:
         await put(item, None)
     except BaseException:

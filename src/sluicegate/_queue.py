@@ -554,6 +554,21 @@ class BoundedQueue(Scoped, Generic[T]):
             return True
         return False
 
+    def _try_put(self, item: T) -> bool:
+        """`put`'s path that does not wait: True once ``item`` is accepted; False
+        (nothing done) when `put` must be awaited: no room, not PROCESSING, or
+        time for put's periodic yield."""
+        if (
+            self._status is _PROCESSING
+            and self._fast_puts < _YIELD_EVERY - 1
+            and len(self._buffer) + self._delayed < self._maxsize
+        ):
+            self._fast_puts += 1
+            self._buffer.append(item)
+            self._accepted()
+            return True
+        return False
+
     def _has_room(self) -> bool:
         return len(self._buffer) + self._delayed < self._maxsize
 

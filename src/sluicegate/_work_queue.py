@@ -426,6 +426,7 @@ class WorkQueue(Generic[T]):
                 check=results._count,
                 refused=queue._record_refused,
                 window=results,
+                put_now=queue._try_put,
             )
         finally:
             results._fed_all()
@@ -443,7 +444,12 @@ class WorkQueue(Generic[T]):
                 workers = queue._spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
                 # stopped meanwhile) is listed in `unprocessed`, never lost.
-                await feed(items, queue.put, refused=queue._record_refused)
+                await feed(
+                    items,
+                    queue.put,
+                    refused=queue._record_refused,
+                    put_now=queue._try_put,
+                )
                 await self._end_when_done(workers)
 
     async def _end_when_done(self, workers: list[Worker]) -> None:
