@@ -262,10 +262,18 @@ class RateLimiter:
         held and the bucket has them; else False."""
         if self._has_head or now < self._held_until:
             return False
-        self._refill(now)
-        if self._tokens < tokens:
+        # `_refill`, written out: this runs once per call on the hot path.
+        have = self._tokens
+        updated = self._updated
+        if updated is not None and now > updated:
+            have += (now - updated) * self._per_second
+            if have > self._burst:
+                have = self._burst
+        self._updated = now
+        if have < tokens:
+            self._tokens = have
             return False
-        self._tokens -= tokens
+        self._tokens = have - tokens
         return True
 
     async def acquire(self, tokens: float = 1) -> None:
