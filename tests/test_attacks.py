@@ -126,8 +126,7 @@ def lost_wake(queue: BoundedQueue[int]) -> str | None:
         return None
     if queue._getters.parked:
         return f"size={queue.size} with {queue._getters.parked} get() parked"
-    limiter = queue._limiter
-    if queue._idle_workers.parked and limiter.borrowed_tokens < limiter.total_tokens:
+    if queue._idle_workers.parked and queue._active < queue._slots:
         return f"size={queue.size} with {queue._idle_workers.parked} idle workers"
     return None
 
@@ -657,7 +656,7 @@ async def test_concurrency_limit_flipped_under_load_is_never_exceeded(
             assert queue.size == 0
             assert queue._idle_workers.woken == 0
             assert queue._getters.woken == 0
-            assert queue._limiter.borrowed_tokens == 0
+            assert queue._active == 0
             tg.cancel_scope.cancel()
         await queue.stop()
     assert over_limit == []

@@ -22,9 +22,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from anyio import (
     CancelScope,
-    CapacityLimiter,
     Event,
-    WouldBlock,
     create_task_group,
     move_on_after,
 )
@@ -199,8 +197,11 @@ class BoundedQueue(Scoped, Generic[T]):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         self._concurrency_limit = limit
-        self._limiter = CapacityLimiter(_tokens(limit))
-        self._limit_lowered = False
+        # Workers take a slot to handle items, and hold it while the buffer has
+        # any: at most `_slots` items are handled at once. A worker that finds
+        # no slot free stays parked until one is handed over with an item.
+        self._slots = _tokens(limit)
+        self._active = 0  # workers holding a slot
         self._clock = check_clock(clock)
         # How the clock is read on the hot path: bound to the backend at start.
         self._now: Callable[[], float] = self._clock.current_time
@@ -311,12 +312,12 @@ class BoundedQueue(Scoped, Generic[T]):
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:
         limit = check_optional_int("concurrency_limit", value, minimum=1)
-        if _tokens(limit) < _tokens(self._concurrency_limit):
-            # Workers holding tokens give back the excess before their next item;
-            # until the limiter lends no more than the limit, each checks.
-            self._limit_lowered = True
+        # Lowered: workers over the limit give back their slots before their
+        # next item. Raised: idle workers take the new slots for buffered items.
         self._concurrency_limit = limit
-        self._limiter.total_tokens = _tokens(limit)
+        self._slots = _tokens(limit)
+        while self._wake_consumer():
+            pass
 
     @property
     def metrics(self) -> dict[str, int]:
@@ -362,13 +363,10 @@ class BoundedQueue(Scoped, Generic[T]):
             raise QueueStateError(
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
-        # A new limiter for a run in a new event loop (one is bound to the loop
-        # that first uses it); but while workers of the last run still hold its
-        # tokens (the loop is the same), they count against the limit.
-        if not self._pool.workers:
-            self._limiter = CapacityLimiter(_tokens(self._concurrency_limit))
-            self._limit_lowered = False
         self._now = reader(self._clock)  # bound to this event loop
+        event_class = type(Event())
+        for line in (self._producers, self._getters, self._idle_workers):
+            line.event_class = event_class
         self._run += 1
         self._status = QueueStatus.PROCESSING
         if self._task_group is not None and self._timer_scope is None:
@@ -631,15 +629,19 @@ class BoundedQueue(Scoped, Generic[T]):
             self._wake_producer()
         return entry
 
-    def _wake_consumer(self) -> None:
+    def _wake_consumer(self) -> bool:
+        """Wake a parked get() caller, else an idle worker that a slot is free
+        for, unless those already woken will take every buffered item; True if
+        one was woken."""
         getters = self._getters
         idle = self._idle_workers
         if getters.woken + idle.woken >= len(self._buffer):
-            return  # those already woken will take every buffered item
+            return False  # those already woken will take every buffered item
         if getters.parked:
-            getters.wake_one()
-        else:
-            idle.wake_one()
+            return getters.wake_one()
+        if self._active + idle.woken < self._slots:
+            return idle.wake_one()
+        return False  # a worker holding a slot takes it next
 
     def _finished(self) -> None:
         self._processed += 1
@@ -773,7 +775,6 @@ class BoundedQueue(Scoped, Generic[T]):
         handled inline; the others go through `_handle`.
         """
         self._pool.entered(worker)
-        limiter = self._limiter
         idle = self._idle_workers
         buffer = self._buffer
         func = job.func
@@ -788,19 +789,17 @@ class BoundedQueue(Scoped, Generic[T]):
             with worker.scope:
                 while not worker.stopping:
                     mark = None
-                    try:
-                        limiter.acquire_nowait()
-                    except WouldBlock:
-                        # Woken for an item this worker cannot take yet: let another
-                        # idle consumer (a get(), perhaps) have the wake-up.
-                        self._wake_consumer()
-                        await limiter.acquire()
-                    # Hold the token while there is work; give it back to go idle,
-                    # or as soon as the limit has been lowered below what is lent.
+                    if self._active >= self._slots:
+                        # No slot free (the limit was lowered): wait for one.
+                        await idle.park()
+                        continue
+                    # Hold the slot while there is work; give it back to go idle,
+                    # or as soon as the limit has been lowered below those held.
+                    self._active += 1
                     try:
                         handled = 0
                         while buffer and not worker.stopping:
-                            if self._limit_lowered and self._over_limit():
+                            if self._active > self._slots:
                                 break
                             entry = self._take()
                             worker.busy = True
@@ -842,7 +841,7 @@ class BoundedQueue(Scoped, Generic[T]):
                                 await checkpoint()
                                 mark = None
                     finally:
-                        limiter.release()
+                        self._active -= 1
                     if not worker.stopping and not buffer:
                         await idle.park()
         finally:
@@ -920,15 +919,6 @@ class BoundedQueue(Scoped, Generic[T]):
         else:
             # Wake the `async with` exit: no worker is left to wait for.
             self._release_joiners()
-
-    def _over_limit(self) -> bool:
-        """True while more tokens are lent than a lowered limit allows."""
-        limiter = self._limiter
-        if limiter.borrowed_tokens > limiter.total_tokens:
-            return True
-        # Back within the limit, and the limiter lends no more than it allows.
-        self._limit_lowered = False
-        return False
 
     async def _failed(
         self,

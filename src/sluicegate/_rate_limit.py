@@ -267,7 +267,7 @@ class RateLimiter:
         updated = self._updated
         if updated is not None and now > updated:
             have += (now - updated) * self._per_second
-            if have > self._burst:
+            if have > self._burst:  # noqa: PLR1730 (cheaper than min() here)
                 have = self._burst
         self._updated = now
         if have < tokens:

@@ -26,8 +26,8 @@ _COMPACT_AFTER: Final = 64
 class _Waiter:
     __slots__ = ("event", "state")
 
-    def __init__(self) -> None:
-        self.event = Event()
+    def __init__(self, event: Event) -> None:
+        self.event = event
         self.state = _WAITING
 
 
@@ -47,7 +47,15 @@ class WaiterLine:
     ``on_lost_wake()``, which should pass it on if it is still wanted.
     """
 
-    __slots__ = ("_entries", "_left", "_lifo", "_on_lost_wake", "parked", "woken")
+    __slots__ = (
+        "_entries",
+        "_left",
+        "_lifo",
+        "_on_lost_wake",
+        "event_class",
+        "parked",
+        "woken",
+    )
 
     def __init__(
         self,
@@ -62,6 +70,10 @@ class WaiterLine:
         self.parked = 0
         self._left = 0  # entries of waiters that left while parked
         self.woken = 0
+        #: What `park` waits on. ``anyio.Event()`` looks the backend up each
+        #: time; an owner that knows its event loop may set the backend's own
+        #: class (``type(anyio.Event())``) while that loop runs.
+        self.event_class: Callable[[], Event] = Event
 
     def __len__(self) -> int:
         """How many tasks are parked and not yet woken."""
@@ -79,7 +91,7 @@ class WaiterLine:
         If cancelled, the task leaves the line and the cancellation propagates;
         a wake-up it had already received goes to ``on_lost_wake``.
         """
-        waiter = _Waiter()
+        waiter = _Waiter(self.event_class())
         if first and not self._lifo:  # (LIFO serves the newest first anyway)
             self._entries.appendleft(waiter)
         else:
