@@ -202,6 +202,7 @@ class BoundedQueue(Scoped, Generic[T]):
         # no slot free stays parked until one is handed over with an item.
         self._slots = _tokens(limit)
         self._active = 0  # workers holding a slot
+        self._looking = 0  # workers that will look at the buffer before parking
         self._clock = check_clock(clock)
         # How the clock is read on the hot path: bound to the backend at start.
         self._now: Callable[[], float] = self._clock.current_time
@@ -635,7 +636,7 @@ class BoundedQueue(Scoped, Generic[T]):
         one was woken."""
         getters = self._getters
         idle = self._idle_workers
-        if getters.woken + idle.woken >= len(self._buffer):
+        if getters.woken + idle.woken + self._looking >= len(self._buffer):
             return False  # those already woken will take every buffered item
         if getters.parked:
             return getters.wake_one()
@@ -842,8 +843,21 @@ class BoundedQueue(Scoped, Generic[T]):
                                 mark = None
                     finally:
                         self._active -= 1
-                    if not worker.stopping and not buffer:
-                        await idle.park()
+                    if worker.stopping or buffer:
+                        continue
+                    if handled:
+                        # Busy until now: look once more after the other tasks
+                        # have run (the producer may be refilling) before parking.
+                        # Counted as a consumer on its way, so that no idle
+                        # worker is woken for what this one will take.
+                        self._looking += 1
+                        try:
+                            await checkpoint()
+                        finally:
+                            self._looking -= 1
+                        if worker.stopping or buffer:
+                            continue
+                    await idle.park()
         finally:
             # Woken for an item, then told to stop before it ran: pass it on.
             if self._buffer and self._status is _PROCESSING:
