@@ -1,11 +1,18 @@
-"""Many workers: per-item cost with 1,000 and 10,000 workers, and idle cost.
+"""Many workers: per-item cost with 16 to 10,000 workers, a low concurrency
+limit, the cost of starting workers, and idle cost.
 
 Every rate is timed after the workers have started and parked (``await
 anyio.wait_all_tasks_blocked()``), from the first put until the last item's work
 has run; the work per item is one ``checkpoint()``. Rounds are interleaved and the
 median is reported.
 
-- sluicegate BoundedQueue with 10,000 workers against 1,000 workers (target >= 0.8);
+- 1,000 workers against 16, per item (target >= 0.7);
+- 10,000 workers against 1,000 (target >= 0.8);
+- 10,000 workers under ``concurrency_limit=10`` against 10 workers without a
+  limit (target >= 0.7);
+- starting 10,000 workers against starting 1,000, per worker: the time from the
+  first ``start_workers`` call until all have parked (target: 10,000 cost at
+  most 1.25x as much per worker);
 - sluicegate with 1,000 workers against a hand-written AnyIO memory object stream
   with 1,000 workers (target >= 1.0);
 - 1,000 idle sluicegate workers for 2 s: CPU time (``time.process_time``) while the
@@ -23,14 +30,23 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 import anyio
-from _common import Backend, backend_named, format_table, median, progress, verdict
+from _common import (
+    Backend,
+    backend_named,
+    format_table,
+    machine_description,
+    median,
+    progress,
+    verdict,
+)
 from anyio.abc import ObjectReceiveStream
 from anyio.lowlevel import checkpoint
 
 from sluicegate import BoundedQueue
 
 BUFFER = 64
-FEW, MANY = 1_000, 10_000
+SMALL, FEW, MANY = 16, 1_000, 10_000
+LIMIT = 10
 DEFAULT_ITEMS = 200_000
 DEFAULT_ROUNDS = 3
 QUICK_ITEMS = 20_000
@@ -54,10 +70,10 @@ class Counter:
             self.done.set()
 
 
-async def sluicegate_rate(workers: int, n: int) -> float:
+async def sluicegate_rate(workers: int, n: int, limit: int | None = None) -> float:
     """Seconds for n items through a BoundedQueue whose workers are parked."""
     counter = Counter(n)
-    async with BoundedQueue[int](maxsize=BUFFER) as queue:
+    async with BoundedQueue[int](maxsize=BUFFER, concurrency_limit=limit) as queue:
         await queue.start_workers(counter.work, workers)
         await anyio.wait_all_tasks_blocked()
         start = perf_counter()
@@ -65,6 +81,23 @@ async def sluicegate_rate(workers: int, n: int) -> float:
             await queue.put(i, timeout=None)
         await counter.done.wait()
         return perf_counter() - start
+
+
+async def limited_rate(workers: int, n: int) -> float:
+    """`sluicegate_rate` under ``concurrency_limit=LIMIT``."""
+    return await sluicegate_rate(workers, n, LIMIT)
+
+
+async def start_time(workers: int, n: int) -> float:
+    """Seconds to start ``workers`` workers until all have parked, per worker,
+    times ``n`` (so that the table shows workers started per second)."""
+    async with BoundedQueue[int](maxsize=BUFFER) as queue:
+        start = perf_counter()
+        await queue.start_workers(Counter(1).work, workers)
+        await anyio.wait_all_tasks_blocked()
+        elapsed = perf_counter() - start
+        await queue.stop_workers()
+    return elapsed / workers * n
 
 
 async def stream_rate(workers: int, n: int) -> float:
@@ -103,9 +136,14 @@ async def idle_cpu(workers: int, seconds: float) -> float:
 
 RateFunc = Callable[[int, int], Awaitable[float]]
 RATE_CASES: list[tuple[str, RateFunc, int]] = [
+    (f"sluicegate, {SMALL:,} workers", sluicegate_rate, SMALL),
     (f"sluicegate, {FEW:,} workers", sluicegate_rate, FEW),
     (f"sluicegate, {MANY:,} workers", sluicegate_rate, MANY),
+    (f"sluicegate, {LIMIT:,} workers", sluicegate_rate, LIMIT),
+    (f"sluicegate, {MANY:,} workers, limit {LIMIT}", limited_rate, MANY),
     (f"memory object stream, {FEW:,} workers", stream_rate, FEW),
+    (f"starting {FEW:,} workers (workers/s)", start_time, FEW),
+    (f"starting {MANY:,} workers (workers/s)", start_time, MANY),
 ]
 
 
@@ -127,23 +165,34 @@ def measure_rates(backends: list[Backend], n: int, rounds: int) -> dict[str, flo
 def target_rows(
     rates: dict[str, float], idle_seconds: float, name: str
 ) -> list[list[str]]:
-    """The three targets on one backend: label, backend, measured, verdict."""
-    few, many, stream = (label for label, _, _ in RATE_CASES)
-    scaling = rates[f"{many}|{name}"] / rates[f"{few}|{name}"]
-    against = rates[f"{few}|{name}"] / rates[f"{stream}|{name}"]
+    """The targets on one backend: label, backend, measured, verdict."""
+    (small, few, many, ten, limited, stream, start_few, start_many) = (
+        f"{label}|{name}" for label, _, _ in RATE_CASES
+    )
+
+    def row(label: str, value: float, ok: bool) -> list[str]:
+        return [label, name, f"{value:.2f}x", verdict(ok)]
+
+    flat = rates[few] / rates[small]
+    scaling = rates[many] / rates[few]
+    limit = rates[limited] / rates[ten]
+    # Per-worker start cost of 10,000 against 1,000 (rates are workers/s).
+    start_cost = rates[start_few] / rates[start_many]
+    against = rates[few] / rates[stream]
     return [
-        [
-            f"{MANY:,} / {FEW:,} workers >= 0.8",
-            name,
-            f"{scaling:.2f}x",
-            verdict(scaling >= 0.8),
-        ],
-        [
-            f"sluicegate / stream, {FEW:,} workers >= 1.0",
-            name,
-            f"{against:.2f}x",
-            verdict(against >= 1.0),
-        ],
+        row(f"{FEW:,} / {SMALL} workers, per item >= 0.7", flat, flat >= 0.7),
+        row(f"{MANY:,} / {FEW:,} workers, per item >= 0.8", scaling, scaling >= 0.8),
+        row(
+            f"{MANY:,} workers limit {LIMIT} / {LIMIT} workers >= 0.7",
+            limit,
+            limit >= 0.7,
+        ),
+        row(
+            f"start cost per worker, {MANY:,} / {FEW:,} <= 1.25",
+            start_cost,
+            start_cost <= 1.25,
+        ),
+        row(f"sluicegate / stream, {FEW:,} workers >= 1.0", against, against >= 1.0),
         [
             f"{FEW:,} idle workers, {IDLE_SECONDS:g} s: CPU < {IDLE_CPU_LIMIT} s",
             name,
@@ -162,11 +211,14 @@ def report(
         for label, _, _ in RATE_CASES
     ]
     targets = [row for name in names for row in target_rows(rates, idle[name], name)]
+    all_pass = all(row[-1] == verdict(True) for row in targets)
     return "\n\n".join(
         [
             f"{n:,} items after the workers parked; work per item one checkpoint()",
             format_table(["items/s", *names], rate_rows),
             format_table(["target", "backend", "measured", "result"], targets),
+            f"Overall: {verdict(all_pass)}",
+            format_table(["machine", ""], machine_description()),
         ]
     )
 

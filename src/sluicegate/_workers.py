@@ -37,14 +37,20 @@ class Worker:
         self.ended = False
         self.ending_others = 0  # stop calls running in this worker's own task
         self.task_id: int | None = None
-        # Set when the worker ends or starts ending others; replaced after the
-        # latter, so it can be waited on again.
-        self._signal = Event()
+        # Set when the worker ends or starts ending others, for those waiting
+        # on it; made only when someone waits (most workers are never waited
+        # for one by one, and thousands may be parked).
+        self._signal: Event | None = None
 
-    def _notify(self, *, final: bool) -> None:
-        self._signal.set()
-        if not final:
+    def _notify(self) -> None:
+        if self._signal is not None:
+            self._signal.set()
+            self._signal = None
+
+    async def _wait_for_signal(self) -> None:
+        if self._signal is None:
             self._signal = Event()
+        await self._signal.wait()
 
 
 class WorkerPool:
@@ -95,7 +101,7 @@ class WorkerPool:
         self.workers.discard(worker)
         self._tasks.pop(worker.task_id, None)  # type: ignore[arg-type]
         worker.ended = True
-        worker._notify(final=True)
+        worker._notify()
         if not self.workers:
             self._on_empty()
 
@@ -116,7 +122,7 @@ class WorkerPool:
         me = self.current()
         if me is not None:
             me.ending_others += 1
-            me._notify(final=False)  # other stopping workers stop waiting for me
+            me._notify()  # other stopping workers stop waiting for me
         try:
             for worker in workers:
                 worker.stopping = True
@@ -137,7 +143,7 @@ class WorkerPool:
     async def _wait(self, workers: list[Worker], me: Worker | None) -> None:
         for worker in workers:
             while not worker.ended and not (me is not None and worker.ending_others):
-                await worker._signal.wait()
+                await worker._wait_for_signal()
 
     async def wait(self, workers: list[Worker]) -> None:
         """Wait until every one of ``workers`` has ended."""
