@@ -500,7 +500,10 @@ class BoundedQueue(Scoped, Generic[T]):
             self._check_run("put", run)
         if len(self._buffer) + self._delayed < self._maxsize:
             self._buffer.append(item)
-            self._accepted()
+            # `_accepted`, written out: once per put.
+            self._enqueued += 1
+            if self._getters.parked or self._idle_workers.parked:
+                self._wake_consumer()
             return True
         return await self._put_waiting(item, timeout)
 
@@ -524,6 +527,7 @@ class BoundedQueue(Scoped, Generic[T]):
             # Woken but beaten to the slot: wait again without losing our place.
             await self._producers.park(first=again)
             again = True
+            self._fast_puts = 0  # it has just yielded
             self._check_run("put", run)
             if len(self._buffer) + self._delayed < self._maxsize:
                 self._buffer.append(item)
@@ -647,7 +651,11 @@ class BoundedQueue(Scoped, Generic[T]):
     def _finished(self) -> None:
         self._processed += 1
         self._in_flight -= 1
-        if self._join_event is not None and not self._unfinished():
+        if self._join_event is not None:
+            self._finished_joiners()
+
+    def _finished_joiners(self) -> None:
+        if not self._unfinished():
             self._release_joiners()
 
     def _abandoned(self, item: T) -> None:
@@ -777,6 +785,7 @@ class BoundedQueue(Scoped, Generic[T]):
         """
         self._pool.entered(worker)
         idle = self._idle_workers
+        producers = self._producers
         buffer = self._buffer
         func = job.func
         plain = job.plain
@@ -799,10 +808,17 @@ class BoundedQueue(Scoped, Generic[T]):
                     self._active += 1
                     try:
                         handled = 0
+                        # The queue's count of events when this stretch began.
+                        stretch = self._processed + self._enqueued
                         while buffer and not worker.stopping:
                             if self._active > self._slots:
                                 break
-                            entry = self._take()
+                            # `_take`, written out (as is `_finished` below): the
+                            # hot path, once per item.
+                            entry = buffer.popleft()
+                            self._in_flight += 1
+                            if producers.parked:
+                                self._wake_producer()
                             worker.busy = True
                             if plain and type(entry) is not _Retry:
                                 item: T = entry  # type: ignore[assignment]
@@ -831,16 +847,25 @@ class BoundedQueue(Scoped, Generic[T]):
                                         mark = now()
                                         duration = mark - started
                                         sink(Outcome(item, value, None, 1, duration))
-                                    self._finished()
+                                    self._processed += 1
+                                    self._in_flight -= 1
+                                    if self._join_event is not None:
+                                        self._finished_joiners()
                             else:
                                 mark = None
                                 await self._handle(entry, job)
                             worker.busy = False
                             handled += 1
                             if handled == _YIELD_EVERY:
+                                # Yield unless other tasks have put or finished
+                                # items since the stretch began: they can only
+                                # have run if this worker's calls yielded.
                                 handled = 0
-                                await checkpoint()
-                                mark = None
+                                events = self._processed + self._enqueued
+                                if events - stretch <= _YIELD_EVERY:
+                                    await checkpoint()
+                                    mark = None
+                                stretch = self._processed + self._enqueued
                     finally:
                         self._active -= 1
                     if worker.stopping or buffer:
