@@ -5,8 +5,9 @@ work per item is one ``await anyio.lowlevel.checkpoint()``, so what is measured 
 the cost of the queue itself. Every case calls the same ``work(item)`` per item,
 the hand-written baselines too (a real program calls its own function per item).
 The ``map`` cases (sluicegate's ``WorkQueue.map`` and ``aiometer.amap``) also hand
-every item's result to a reader that takes them all. Rounds are interleaved (each round runs every case on every backend once), so
-drift on the machine affects all cases alike; the median of the rounds is reported.
+every item's result to a reader that takes them all. Rounds are interleaved (each
+round runs every case on every backend once), so drift on the machine affects all
+cases alike; the median of the rounds is reported.
 
     uv run python bench/run.py             # 200,000 items, 5 rounds; writes results.md
     uv run python bench/run.py --quick     # a smoke run; writes nothing by default
