@@ -550,7 +550,8 @@ class BoundedQueue(Scoped, Generic[T]):
         Raises:
             QueueStateError: the queue is not PROCESSING.
         """
-        self._check_running("put")
+        if self._status is not _PROCESSING:
+            self._check_running("put")
         if len(self._buffer) + self._delayed < self._maxsize:
             self._buffer.append(item)
             self._accepted()
@@ -572,8 +573,9 @@ class BoundedQueue(Scoped, Generic[T]):
             return True
         return False
 
-    def _has_room(self) -> bool:
-        return len(self._buffer) + self._delayed < self._maxsize
+    def _room(self) -> int:
+        """How many items the buffer has room for now."""
+        return self._maxsize - len(self._buffer) - self._delayed
 
     def _record_refused(self, item: T) -> None:
         """Record an item drawn for this queue (by a batch) that was never put.

@@ -89,15 +89,14 @@ class MapResults(Generic[T, R]):
         self._feeder: Event | None = None  # set when the window has room
         # A plain iterable is read by the reader itself, straight into the
         # queue while both the window and the queue have room (no feed task).
-        self._source: Iterator[T] | None = None
-        self._has_room: Callable[[], bool] | None = None
-        self._put_nowait: Callable[[T], bool] | None = None
+        # Reads the plain iterable given to `_read_from`, until it is exhausted.
+        self._fill: Callable[[], None] | None = None
 
     def __aiter__(self) -> MapResults[T, R]:
         return self
 
     async def __anext__(self) -> Outcome[T, R]:
-        if self._source is not None:
+        if self._fill is not None:
             self._fill()
         while True:
             if self._ordered:
@@ -113,7 +112,7 @@ class MapResults(Generic[T, R]):
                 raise StopAsyncIteration
             self._reader = Event()
             await self._reader.wait()
-            if self._source is not None:
+            if self._fill is not None:
                 self._fill()
         self._yielded += 1
         feeder = self._feeder
@@ -127,31 +126,25 @@ class MapResults(Generic[T, R]):
     def _read_from(
         self,
         source: Iterator[T],
-        has_room: Callable[[], bool],
+        room: Callable[[], int],
         put_nowait: Callable[[T], bool],
     ) -> None:
-        """Read ``source`` in `__anext__`, putting items with ``put_nowait``."""
-        self._source = source
-        self._has_room = has_room
-        self._put_nowait = put_nowait
+        """Read ``source`` in `__anext__`, putting items with ``put_nowait`` while
+        the window and ``room()`` (how many the queue takes now) allow."""
 
-    def _fill(self) -> None:
-        """Read and put items while the window and the queue have room."""
-        source = self._source
-        has_room = self._has_room
-        put_nowait = self._put_nowait
-        assert source is not None
-        assert has_room is not None
-        assert put_nowait is not None
-        while self._read - self._yielded < self._window and has_room():
-            try:
-                item = next(source)
-            except StopIteration:
-                self._source = None
-                self._all_read = True
-                return
-            self._count(item)
-            put_nowait(item)  # there was room: it cannot be refused
+        def fill() -> None:
+            # Nothing else runs meanwhile: the room found first stays free.
+            for _ in range(min(self._window - self._read + self._yielded, room())):
+                try:
+                    item = next(source)
+                except StopIteration:
+                    self._fill = None
+                    self._all_read = True
+                    return
+                self._count(item)
+                put_nowait(item)  # there was room: it cannot be refused
+
+        self._fill = fill
 
     def _full(self) -> bool:
         """True while the window has no room for another item."""

@@ -404,7 +404,7 @@ class WorkQueue(Generic[T]):
                     else:
                         # The reader reads a plain iterable itself: no task.
                         results._read_from(
-                            iter(items), queue._has_room, queue._put_nowait
+                            iter(items), queue._room, queue._put_nowait
                         )
                     yield results
                     if not results._exhausted:
