@@ -21,6 +21,7 @@ from sluicegate import (
     Executor,
     QueueConfig,
     RateLimiter,
+    WorkQueue,
 )
 
 GUARD = 10
@@ -146,3 +147,46 @@ async def test_executor_cancelled_while_waiting_for_a_token(binding: str) -> Non
     assert executor.queue.unprocessed == [second]
     if binding == "rate limiter":
         assert limiter.available == 0  # the cancelled reservation was given back
+
+
+async def test_a_batch_with_room_for_everything_lets_workers_run() -> None:
+    """batch_process puts without awaiting while there is room, yet yields."""
+    enqueued_at_first_item: list[int] = []
+
+    async def work(item: int) -> None:
+        if not enqueued_at_first_item:
+            enqueued_at_first_item.append(queue.metrics["enqueued"])
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=100_000)
+    with anyio.fail_after(GUARD):
+        await queue.batch_process(range(10_000), work, num_workers=1)
+    assert enqueued_at_first_item[0] < 200
+    assert queue.metrics["processed"] == 10_000
+
+
+async def test_workers_that_never_yield_still_let_others_run() -> None:
+    """Two workers whose calls never yield: neither can see the other run, so
+    each still yields every so often."""
+    ticks: list[int] = []
+
+    async def work(item: int) -> None:
+        pass  # never yields
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(queue.metrics["processed"])
+            await anyio.lowlevel.checkpoint()
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=10_000)
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+            for i in range(5_000):
+                await queue.put(i)
+            tg.start_soon(ticker)
+            await queue.start_workers(work, 2)
+            await queue.join()
+            tg.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    # Each worker runs at most 64 items a turn; trio may run both, and one of
+    # them twice, between two turns of the ticker.
+    assert max(gaps) <= 4 * 64, "the workers ran too many items without yielding"

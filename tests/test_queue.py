@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from sluicegate import BoundedQueue, QueueError, QueueStateError, QueueStatus
 from sluicegate import _queue as queue_module
+from sluicegate._waiters import WaiterLine
 
 GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertion
 
@@ -911,6 +912,44 @@ async def test_concurrency_limit_caps_items_in_hand() -> None:
             gate.set()
     assert queue.metrics["processed"] == 10
     assert peak == 4
+
+
+async def test_workers_without_a_free_slot_stay_parked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every slot taken, buffered items wake no idle worker: the workers
+    holding the slots take them next (none is woken to find no slot)."""
+    gate = anyio.Event()
+    calls = 0
+    woken: list[WaiterLine] = []
+    wake_one = WaiterLine.wake_one
+
+    def counting_wake_one(line: WaiterLine) -> bool:
+        woken.append(line)
+        return wake_one(line)
+
+    async def work(item: int) -> None:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+
+    monkeypatch.setattr(WaiterLine, "wake_one", counting_wake_one)
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](concurrency_limit=2) as queue:
+            await queue.start_workers(work, 50)
+            await anyio.wait_all_tasks_blocked()
+            for i in range(10):
+                await queue.put(i)
+            await anyio.wait_all_tasks_blocked()
+            assert calls == 2
+            assert queue.size == 8
+            assert woken.count(queue._idle_workers) == 2  # one per slot, no more
+            queue.concurrency_limit = 5  # three more slots: three more wake-ups
+            await anyio.wait_all_tasks_blocked()
+            assert calls == 5
+            assert woken.count(queue._idle_workers) == 5
+            gate.set()
+    assert queue.metrics["processed"] == 10
 
 
 async def test_lowered_limit_is_respected_by_idle_workers() -> None:
