@@ -636,19 +636,33 @@ class BoundedQueue(Scoped, Generic[T]):
             self._wake_producer()
         return entry
 
-    def _wake_consumer(self) -> bool:
+    def _wake_consumer(self, coming: int = 0) -> bool:
         """Wake a parked get() caller, else an idle worker that a slot is free
-        for, unless those already woken will take every buffered item; True if
-        one was woken."""
+        for, unless those on their way will take every buffered item; True if
+        one was woken. ``coming`` is 1 when the caller is a worker just woken.
+
+        While workers hold slots they may come back for the items before a
+        woken worker runs: then only one idle worker is woken at a time, and
+        it wakes as many more as are still needed when it runs (`_woken`).
+        """
         getters = self._getters
         idle = self._idle_workers
-        if getters.woken + idle.woken + self._looking >= len(self._buffer):
-            return False  # those already woken will take every buffered item
+        on_their_way = getters.woken + idle.woken + self._looking + coming
+        if on_their_way >= len(self._buffer):
+            return False  # those on their way will take every buffered item
         if getters.parked:
             return getters.wake_one()
-        if self._active + idle.woken < self._slots:
-            return idle.wake_one()
-        return False  # a worker holding a slot takes it next
+        if self._active + idle.woken + coming >= self._slots:
+            return False  # a worker holding a slot takes it next
+        if idle.woken and self._active and not coming:
+            return False  # the worker woken first wakes the rest it needs
+        return idle.wake_one()
+
+    def _woken(self) -> None:
+        """A worker woken for an item: wake the others still needed."""
+        if self._status is _PROCESSING:
+            while self._wake_consumer(coming=1):
+                pass
 
     def _finished(self) -> None:
         self._processed += 1
@@ -804,6 +818,7 @@ class BoundedQueue(Scoped, Generic[T]):
                     if self._active >= self._slots:
                         # No slot free (the limit was lowered): wait for one.
                         await idle.park()
+                        self._woken()
                         continue
                     # Hold the slot while there is work; give it back to go idle,
                     # or as soon as the limit has been lowered below those held.
@@ -885,6 +900,7 @@ class BoundedQueue(Scoped, Generic[T]):
                         if worker.stopping or buffer:
                             continue
                     await idle.park()
+                    self._woken()
         finally:
             # Woken for an item, then told to stop before it ran: pass it on.
             if self._buffer and self._status is _PROCESSING:
