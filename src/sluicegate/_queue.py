@@ -812,95 +812,92 @@ class BoundedQueue(Scoped, Generic[T]):
         # (it is then when the next one starts: one clock reading per item).
         mark: float | None = None
         try:
-            with worker.scope:
-                while not worker.stopping:
-                    mark = None
-                    if self._active >= self._slots:
-                        # No slot free (the limit was lowered): wait for one.
-                        await idle.park()
-                        self._woken()
-                        continue
-                    # Hold the slot while there is work; give it back to go idle,
-                    # or as soon as the limit has been lowered below those held.
-                    self._active += 1
-                    try:
-                        handled = 0
-                        # The queue's count of events when this stretch began.
-                        stretch = self._processed + self._enqueued
-                        while buffer and not worker.stopping:
-                            if self._active > self._slots:
-                                break
-                            # `_take`, written out (as is `_finished` below): the
-                            # hot path, once per item.
-                            entry = buffer.popleft()
-                            self._in_flight += 1
-                            if producers.parked:
-                                self._wake_producer()
-                            worker.busy = True
-                            if plain and type(entry) is not _Retry:
-                                item: T = entry  # type: ignore[assignment]
-                                call: Awaitable[object] | None = None
-                                if sink is not None:
-                                    started = now() if mark is None else mark
-                                try:
-                                    call = func(item)
-                                    value = await call
-                                except Exception as exc:
-                                    mark = None  # the failure's handling may wait
-                                    await self._failed(
-                                        exc, item, job, call, first=started
-                                    )
-                                except BaseException as exc:
-                                    stray = stray_cancellation(exc)
-                                    if stray is None:
-                                        self._abandoned(item)
-                                        raise
-                                    mark = None
-                                    await self._failed(
-                                        stray, item, job, call, first=started
-                                    )
-                                else:
-                                    if sink is not None:
-                                        mark = now()
-                                        duration = mark - started
-                                        sink(Outcome(item, value, None, 1, duration))
-                                    self._processed += 1
-                                    self._in_flight -= 1
-                                    if self._join_event is not None:
-                                        self._finished_joiners()
-                            else:
-                                mark = None
-                                await self._handle(entry, job)
-                            worker.busy = False
-                            handled += 1
-                            if handled == _YIELD_EVERY:
-                                # Yield unless other tasks have put or finished
-                                # items since the stretch began: they can only
-                                # have run if this worker's calls yielded.
-                                handled = 0
-                                events = self._processed + self._enqueued
-                                if events - stretch <= _YIELD_EVERY:
-                                    await checkpoint()
-                                    mark = None
-                                stretch = self._processed + self._enqueued
-                    finally:
-                        self._active -= 1
-                    if worker.stopping or buffer:
-                        continue
-                    if handled:
-                        # Busy until now: look once more after the other tasks
-                        # have run (the producer may be refilling) before parking.
-                        # Counted as a consumer on its way, so that no idle
-                        # worker is woken for what this one will take.
-                        self._looking += 1
-                        try:
-                            await checkpoint()
-                        finally:
-                            self._looking -= 1
-                        if worker.stopping or buffer:
-                            continue
+            while not worker.stopping:
+                mark = None
+                if self._active >= self._slots:
+                    # No slot free (the limit was lowered): wait for one.
                     await idle.park()
                     self._woken()
+                    continue
+                # Hold the slot while there is work; give it back to go idle,
+                # or as soon as the limit has been lowered below those held.
+                self._active += 1
+                try:
+                    handled = 0
+                    # The queue's count of events when this stretch began.
+                    stretch = self._processed + self._enqueued
+                    while buffer and not worker.stopping:
+                        if self._active > self._slots:
+                            break
+                        # `_take`, written out (as is `_finished` below): the
+                        # hot path, once per item.
+                        entry = buffer.popleft()
+                        self._in_flight += 1
+                        if producers.parked:
+                            self._wake_producer()
+                        worker.busy = True
+                        if plain and type(entry) is not _Retry:
+                            item: T = entry  # type: ignore[assignment]
+                            call: Awaitable[object] | None = None
+                            if sink is not None:
+                                started = now() if mark is None else mark
+                            try:
+                                call = func(item)
+                                value = await call
+                            except Exception as exc:
+                                mark = None  # the failure's handling may wait
+                                await self._failed(exc, item, job, call, first=started)
+                            except BaseException as exc:
+                                stray = stray_cancellation(exc)
+                                if stray is None:
+                                    self._abandoned(item)
+                                    raise
+                                mark = None
+                                await self._failed(
+                                    stray, item, job, call, first=started
+                                )
+                            else:
+                                if sink is not None:
+                                    mark = now()
+                                    duration = mark - started
+                                    sink(Outcome(item, value, None, 1, duration))
+                                self._processed += 1
+                                self._in_flight -= 1
+                                if self._join_event is not None:
+                                    self._finished_joiners()
+                        else:
+                            mark = None
+                            await self._handle(entry, job)
+                        worker.busy = False
+                        handled += 1
+                        if handled == _YIELD_EVERY:
+                            # Yield unless other tasks have put or finished
+                            # items since the stretch began: they can only
+                            # have run if this worker's calls yielded.
+                            handled = 0
+                            events = self._processed + self._enqueued
+                            if events - stretch <= _YIELD_EVERY:
+                                await checkpoint()
+                                mark = None
+                            stretch = self._processed + self._enqueued
+                finally:
+                    self._active -= 1
+                if worker.stopping or buffer:
+                    continue
+                if handled:
+                    # Busy until now: look once more after the other tasks
+                    # have run (the producer may be refilling) before parking.
+                    # Counted as a consumer on its way, so that no idle
+                    # worker is woken for what this one will take.
+                    self._looking += 1
+                    try:
+                        await checkpoint()
+                    finally:
+                        self._looking -= 1
+                    if worker.stopping or buffer:
+                        continue
+                await idle.park()
+                self._woken()
         finally:
             # Woken for an item, then told to stop before it ran: pass it on.
             if self._buffer and self._status is _PROCESSING:

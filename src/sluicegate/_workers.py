@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from anyio import CancelScope, Event, get_current_task, move_on_after
+from anyio import Event, TaskHandle, get_current_task, move_on_after
 from anyio.abc import TaskGroup
 
 __all__ = ["Worker", "WorkerPool"]
@@ -21,17 +21,21 @@ class Worker:
     """One worker task's handle."""
 
     __slots__ = (
+        "_cancelled",
+        "_handle",
         "_signal",
         "busy",
         "ended",
         "ending_others",
-        "scope",
         "stopping",
         "task_id",
     )
 
     def __init__(self) -> None:
-        self.scope = CancelScope()
+        # The task's own handle, which cancels it (no cancel scope of ours:
+        # thousands of workers may be parked, and each scope costs objects).
+        self._handle: TaskHandle[object] | None = None
+        self._cancelled = False  # cancelled before its handle was known
         self.stopping = False  # asked to take no new item
         self.busy = False  # holds an item, from taking it until it is finished
         self.ended = False
@@ -41,6 +45,18 @@ class Worker:
         # on it; made only when someone waits (most workers are never waited
         # for one by one, and thousands may be parked).
         self._signal: Event | None = None
+
+    def cancel(self) -> None:
+        """Cancel the worker's task wherever it is (nothing if it has ended)."""
+        if self._handle is None:
+            self._cancelled = True
+        else:
+            self._handle.cancel()
+
+    def _started(self, handle: TaskHandle[object]) -> None:
+        self._handle = handle
+        if self._cancelled:
+            handle.cancel()
 
     def _notify(self) -> None:
         if self._signal is not None:
@@ -85,7 +101,7 @@ class WorkerPool:
             # Registered first: an eager task factory may run it inside start_soon.
             self.workers.add(worker)
             try:
-                group.start_soon(run, worker, *args)
+                worker._started(group.start_soon(run, worker, *args))
             except BaseException:
                 self.workers.discard(worker)
                 raise
@@ -129,12 +145,12 @@ class WorkerPool:
             others = [worker for worker in workers if worker is not me]
             for worker in others:
                 if not worker.busy:
-                    worker.scope.cancel()
+                    worker.cancel()
             with move_on_after(timeout):
                 await self._wait(others, me)
             for worker in others:
                 if me is None or not worker.ending_others:
-                    worker.scope.cancel()
+                    worker.cancel()
             await self._wait(others, me)
         finally:
             if me is not None:
@@ -153,4 +169,4 @@ class WorkerPool:
         """Cancel ``workers`` (all by default) wherever they are."""
         for worker in self.workers if workers is None else workers:
             worker.stopping = True
-            worker.scope.cancel()
+            worker.cancel()
