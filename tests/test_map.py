@@ -310,3 +310,39 @@ async def test_a_plain_iterable_is_read_only_as_the_reader_asks() -> None:
             rest = [o async for o in results]
     assert len(rest) == 999
     assert source.drawn == 1_000
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_a_few_items_through_a_large_queue_all_come_back(ordered: bool) -> None:
+    # The reader tops a large queue up in chunks; with fewer items than one
+    # chunk it must still put them before it waits for their outcomes.
+    queue: WorkQueue[int] = WorkQueue(maxsize=1_000)
+    with anyio.fail_after(GUARD):
+        async with queue.map(double, range(5), ordered=ordered) as results:
+            values = [outcome.value async for outcome in results]
+    assert sorted(values) == [0, 2, 4, 6, 8]
+
+
+async def test_a_slow_worker_is_topped_up_before_the_reader_waits() -> None:
+    """The reader fills the queue before it first waits, though that is less
+    than one chunk of its reading: every worker has an item meanwhile."""
+    source = Source(200)
+    busy: list[int] = []
+    release = anyio.Event()
+
+    async def slow(item: int) -> int:
+        busy.append(item)
+        await release.wait()
+        return item
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=64)
+    with anyio.fail_after(GUARD):
+        async with queue.map(slow, source, num_workers=4) as results:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(results.__anext__)
+                await all_blocked()
+                assert len(busy) == 4  # each worker took an item
+                assert source.drawn == 64  # the queue was filled before waiting
+                release.set()
+            rest = [o async for o in results]
+    assert len(rest) == 199

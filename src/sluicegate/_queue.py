@@ -554,7 +554,10 @@ class BoundedQueue(Scoped, Generic[T]):
             self._check_running("put")
         if len(self._buffer) + self._delayed < self._maxsize:
             self._buffer.append(item)
-            self._accepted()
+            # `_accepted`, written out: map's reader puts every item here.
+            self._enqueued += 1
+            if self._getters.parked or self._idle_workers.parked:
+                self._wake_consumer()
             return True
         return False
 

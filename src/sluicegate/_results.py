@@ -91,13 +91,25 @@ class MapResults(Generic[T, R]):
         # queue while both the window and the queue have room (no feed task).
         # Reads the plain iterable given to `_read_from`, until it is exhausted.
         self._fill: Callable[[], None] | None = None
+        self._fill_every = 1
+        self._unfilled = 0  # outcomes taken since the last fill
+        # anyio.Event() finds the backend on each call; the reader parks often
+        # enough to make its own from the backend's class after the first.
+        self._event_class: Callable[[], Event] = self._first_event
+
+    def _first_event(self) -> Event:
+        event = Event()
+        self._event_class = type(event)
+        return event
 
     def __aiter__(self) -> MapResults[T, R]:
         return self
 
     async def __anext__(self) -> Outcome[T, R]:
         if self._fill is not None:
-            self._fill()
+            self._unfilled += 1
+            if self._unfilled >= self._fill_every:
+                self._fill()
         while True:
             if self._ordered:
                 outcome = self._by_position.pop(self._next, None)
@@ -107,13 +119,14 @@ class MapResults(Generic[T, R]):
             elif self._ready:
                 outcome = self._ready.popleft()
                 break
+            if self._fill is not None and self._unfilled:
+                self._fill()  # never wait with room left unfilled
+                continue
             if self._all_read and self._yielded == self._read:
                 self._exhausted = True
                 raise StopAsyncIteration
-            self._reader = Event()
-            await self._reader.wait()
-            if self._fill is not None:
-                self._fill()
+            self._reader = reader = self._event_class()
+            await reader.wait()
         self._yielded += 1
         feeder = self._feeder
         if feeder is not None:
@@ -128,11 +141,18 @@ class MapResults(Generic[T, R]):
         source: Iterator[T],
         room: Callable[[], int],
         put_nowait: Callable[[T], bool],
+        size: int,
     ) -> None:
         """Read ``source`` in `__anext__`, putting items with ``put_nowait`` while
-        the window and ``room()`` (how many the queue takes now) allow."""
+        the window and ``room()`` (how many the queue takes now) allow.
+
+        It tops the queue (of ``size`` items) up in chunks: once an eighth of
+        it or of the window has been taken, and whenever the reader would wait.
+        """
+        self._fill_every = max(1, min(size, self._window) // 8)
 
         def fill() -> None:
+            self._unfilled = 0
             # Nothing else runs meanwhile: the room found first stays free.
             for _ in range(min(self._window - self._read + self._yielded, room())):
                 try:
@@ -141,7 +161,10 @@ class MapResults(Generic[T, R]):
                     self._fill = None
                     self._all_read = True
                     return
-                self._count(item)
+                if self._ordered:
+                    self._count(item)
+                else:
+                    self._read += 1  # `_count`, written out
                 put_nowait(item)  # there was room: it cannot be refused
 
         self._fill = fill

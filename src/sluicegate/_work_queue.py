@@ -403,7 +403,9 @@ class WorkQueue(Generic[T]):
                         tg.start_soon(self._feed_map, items, results, workers)
                     else:
                         # The reader reads a plain iterable itself: no task.
-                        results._read_from(iter(items), queue._room, queue._put_nowait)
+                        results._read_from(
+                            iter(items), queue._room, queue._put_nowait, queue.maxsize
+                        )
                     yield results
                     if not results._exhausted:
                         tg.cancel_scope.cancel()  # left early: cancel the rest
