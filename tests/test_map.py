@@ -319,7 +319,7 @@ async def test_a_few_items_through_a_large_queue_all_come_back(ordered: bool) ->
     queue: WorkQueue[int] = WorkQueue(maxsize=1_000)
     with anyio.fail_after(GUARD):
         async with queue.map(double, range(5), ordered=ordered) as results:
-            values = [outcome.value async for outcome in results]
+            values = [outcome.unwrap() async for outcome in results]
     assert sorted(values) == [0, 2, 4, 6, 8]
 
 

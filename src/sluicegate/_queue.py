@@ -819,7 +819,9 @@ class BoundedQueue(Scoped, Generic[T]):
                 mark = None
                 if self._active >= self._slots:
                     # No slot free (the limit was lowered): wait for one.
+                    worker.parked = True
                     await idle.park()
+                    worker.parked = False
                     self._woken()
                     continue
                 # Hold the slot while there is work; give it back to go idle,
@@ -838,7 +840,6 @@ class BoundedQueue(Scoped, Generic[T]):
                         self._in_flight += 1
                         if producers.parked:
                             self._wake_producer()
-                        worker.busy = True
                         if plain and type(entry) is not _Retry:
                             item: T = entry  # type: ignore[assignment]
                             call: Awaitable[object] | None = None
@@ -871,7 +872,6 @@ class BoundedQueue(Scoped, Generic[T]):
                         else:
                             mark = None
                             await self._handle(entry, job)
-                        worker.busy = False
                         handled += 1
                         if handled == _YIELD_EVERY:
                             # Yield unless other tasks have put or finished
@@ -899,7 +899,9 @@ class BoundedQueue(Scoped, Generic[T]):
                         self._looking -= 1
                     if worker.stopping or buffer:
                         continue
+                worker.parked = True
                 await idle.park()
+                worker.parked = False
                 self._woken()
         finally:
             # Woken for an item, then told to stop before it ran: pass it on.

@@ -24,7 +24,7 @@ class Worker:
         "_cancelled",
         "_handle",
         "_signal",
-        "busy",
+        "parked",
         "ended",
         "ending_others",
         "stopping",
@@ -37,7 +37,8 @@ class Worker:
         self._handle: TaskHandle[object] | None = None
         self._cancelled = False  # cancelled before its handle was known
         self.stopping = False  # asked to take no new item
-        self.busy = False  # holds an item, from taking it until it is finished
+        # Parked in the idle line (holding no item): ending it cancels it there.
+        self.parked = False
         self.ended = False
         self.ending_others = 0  # stop calls running in this worker's own task
         self.task_id: int | None = None
@@ -144,7 +145,7 @@ class WorkerPool:
                 worker.stopping = True
             others = [worker for worker in workers if worker is not me]
             for worker in others:
-                if not worker.busy:
+                if worker.parked:
                     worker.cancel()
             with move_on_after(timeout):
                 await self._wait(others, me)
