@@ -79,6 +79,8 @@ def quiet_worker_errors() -> Iterator[None]:
 def check_books(queue: BoundedQueue[int]) -> None:
     """enqueued == processed + size + in flight + delayed + unprocessed."""
     m = queue.metrics
+    # in_flight is what the books leave over: it must never go negative.
+    assert m["in_flight"] >= 0, m
     assert m["enqueued"] == (
         m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
     ), m

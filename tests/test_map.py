@@ -23,6 +23,8 @@ GUARD = 10
 
 def assert_books(queue: BoundedQueue[Any]) -> None:
     m = queue.metrics
+    # in_flight is what the books leave over: it must never go negative.
+    assert m["in_flight"] >= 0, m
     assert m["enqueued"] == (
         m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
     )

@@ -29,6 +29,8 @@ GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertio
 def assert_books(queue: BoundedQueue[Any]) -> None:
     """enqueued == processed + buffered + in flight + unprocessed."""
     m = queue.metrics
+    # in_flight is what the books leave over: it must never go negative.
+    assert m["in_flight"] >= 0, m
     assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
         queue.unprocessed
     )

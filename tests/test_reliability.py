@@ -46,6 +46,8 @@ asyncio_only = pytest.mark.parametrize(
 
 def assert_books(queue: BoundedQueue[Any]) -> None:
     m = queue.metrics
+    # in_flight is what the books leave over: it must never go negative.
+    assert m["in_flight"] >= 0, m
     assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
         queue.unprocessed
     )

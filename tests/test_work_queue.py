@@ -24,6 +24,8 @@ GUARD = 10
 
 def assert_books(queue: WorkQueue[Any]) -> None:
     m = queue.metrics
+    # in_flight is what the books leave over: it must never go negative.
+    assert m["in_flight"] >= 0, m
     assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
         queue.unprocessed
     )

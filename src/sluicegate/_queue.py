@@ -218,7 +218,6 @@ class BoundedQueue(Scoped, Generic[T]):
         self._error_types: dict[str, int] = {}
         self._backpressure_events = 0
         self._retries = 0
-        self._in_flight = 0
         self._delayed = 0
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
@@ -299,7 +298,7 @@ class BoundedQueue(Scoped, Generic[T]):
     @property
     def in_flight(self) -> int:
         """How many items have been taken (by workers or `get`) and not finished."""
-        return self._in_flight
+        return self._in_flight_now()
 
     @property
     def concurrency_limit(self) -> int | None:
@@ -336,7 +335,7 @@ class BoundedQueue(Scoped, Generic[T]):
             "errors": self._errors,
             "backpressure_events": self._backpressure_events,
             "retries": self._retries,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight_now(),
             "delayed": self._delayed,
             "unprocessed": len(self._unprocessed),
         }
@@ -634,7 +633,6 @@ class BoundedQueue(Scoped, Generic[T]):
     def _take(self) -> T | _Retry[T]:
         """Take the first buffered entry (the caller checked there is one)."""
         entry = self._buffer.popleft()
-        self._in_flight += 1
         if self._producers.parked:
             self._wake_producer()
         return entry
@@ -669,7 +667,6 @@ class BoundedQueue(Scoped, Generic[T]):
 
     def _finished(self) -> None:
         self._processed += 1
-        self._in_flight -= 1
         if self._join_event is not None:
             self._finished_joiners()
 
@@ -678,12 +675,23 @@ class BoundedQueue(Scoped, Generic[T]):
             self._release_joiners()
 
     def _abandoned(self, item: T) -> None:
-        self._in_flight -= 1
         self._unprocessed.append(item)
         if self._on_abandoned is not None:
             self._on_abandoned(item)
         if self._join_event is not None and not self._unfinished():
             self._release_joiners()
+
+    def _in_flight_now(self) -> int:
+        # Not counted as items come and go (that would cost twice per item): the
+        # books give it, as what is neither finished, buffered, delayed nor
+        # listed.
+        return (
+            self._enqueued
+            - self._processed
+            - len(self._buffer)
+            - self._delayed
+            - len(self._unprocessed)
+        )
 
     def _unfinished(self) -> int:
         return self._enqueued - self._processed - len(self._unprocessed)
@@ -837,7 +845,6 @@ class BoundedQueue(Scoped, Generic[T]):
                         # `_take`, written out (as is `_finished` below): the
                         # hot path, once per item.
                         entry = buffer.popleft()
-                        self._in_flight += 1
                         if producers.parked:
                             self._wake_producer()
                         if plain and type(entry) is not _Retry:
@@ -866,7 +873,6 @@ class BoundedQueue(Scoped, Generic[T]):
                                     duration = mark - started
                                     sink(Outcome(item, value, None, 1, duration))
                                 self._processed += 1
-                                self._in_flight -= 1
                                 if self._join_event is not None:
                                     self._finished_joiners()
                         else:
@@ -1040,7 +1046,6 @@ class BoundedQueue(Scoped, Generic[T]):
         delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
         if policy.timeout is not None and now + delay - first > policy.timeout:
             return False
-        self._in_flight -= 1
         self._delayed += 1
         self._retries += 1
         self._timers.add(_Retry(item, attempts, first), now + delay)
