@@ -660,10 +660,15 @@ class BoundedQueue(Scoped, Generic[T]):
         return idle.wake_one()
 
     def _woken(self) -> None:
-        """A worker woken for an item: wake the others still needed."""
-        if self._status is _PROCESSING:
-            while self._wake_consumer(coming=1):
-                pass
+        """A worker woken for an item: wake up to two more, if still needed.
+
+        Each of those does the same, so a burst reaches every idle worker it
+        needs within a few turns of the loop; and a worker woken before busy
+        workers came back for the items (trio runs a turn's tasks in random
+        order) wakes two that find nothing, not one per item.
+        """
+        if self._status is _PROCESSING and self._wake_consumer(coming=1):
+            self._wake_consumer(coming=1)
 
     def _finished(self) -> None:
         self._processed += 1
