@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Generic, TypeVar
 
 from anyio import Event
@@ -92,7 +93,7 @@ class MapResults(Generic[T, R]):
         # Reads the plain iterable given to `_read_from`, until it is exhausted.
         self._fill: Callable[[], None] | None = None
         self._fill_every = 1
-        self._unfilled = 0  # outcomes taken since the last fill
+        self._filled_at = -1  # `_yielded` at the last fill
         # anyio.Event() finds the backend on each call; the reader parks often
         # enough to make its own from the backend's class after the first.
         self._event_class: Callable[[], Event] = self._first_event
@@ -106,10 +107,11 @@ class MapResults(Generic[T, R]):
         return self
 
     async def __anext__(self) -> Outcome[T, R]:
-        if self._fill is not None:
-            self._unfilled += 1
-            if self._unfilled >= self._fill_every:
-                self._fill()
+        if (
+            self._fill is not None
+            and self._yielded - self._filled_at >= self._fill_every
+        ):
+            self._fill()
         while True:
             if self._ordered:
                 outcome = self._by_position.pop(self._next, None)
@@ -119,7 +121,7 @@ class MapResults(Generic[T, R]):
             elif self._ready:
                 outcome = self._ready.popleft()
                 break
-            if self._fill is not None and self._unfilled:
+            if self._fill is not None and self._yielded != self._filled_at:
                 self._fill()  # never wait with room left unfilled
                 continue
             if self._all_read and self._yielded == self._read:
@@ -152,20 +154,22 @@ class MapResults(Generic[T, R]):
         self._fill_every = max(1, min(size, self._window) // 8)
 
         def fill() -> None:
-            self._unfilled = 0
+            self._filled_at = self._yielded
             # Nothing else runs meanwhile: the room found first stays free.
-            for _ in range(min(self._window - self._read + self._yielded, room())):
-                try:
-                    item = next(source)
-                except StopIteration:
-                    self._fill = None
-                    self._all_read = True
-                    return
+            want = min(self._window - self._read + self._yielded, room())
+            if want <= 0:
+                return
+            got = 0
+            for item in islice(source, want):
                 if self._ordered:
                     self._count(item)
                 else:
                     self._read += 1  # `_count`, written out
                 put_nowait(item)  # there was room: it cannot be refused
+                got += 1
+            if got < want:
+                self._fill = None
+                self._all_read = True
 
         self._fill = fill
 

@@ -24,9 +24,9 @@ class Worker:
         "_cancelled",
         "_handle",
         "_signal",
-        "parked",
         "ended",
         "ending_others",
+        "parked",
         "stopping",
         "task_id",
     )
