@@ -164,6 +164,11 @@ class BoundedQueue(Scoped, Generic[T]):
     Who is served first: blocked producers in the order they started waiting;
     parked `get` callers in the order they started waiting, before idle workers;
     idle workers most recently idle first (it keeps few of them busy and warm).
+    While some workers are busy, new items wake one idle worker, which wakes up
+    to two more if items still wait when it runs (and each of those does the
+    same): busy workers coming back take items first, and no worker is woken to
+    find none. A worker that cannot get a slot under ``concurrency_limit`` stays
+    parked until one is free.
 
     Args:
         maxsize: How many items the buffer holds, at least 1.
