@@ -348,3 +348,21 @@ async def test_a_slow_worker_is_topped_up_before_the_reader_waits() -> None:
                 release.set()
             rest = [o async for o in results]
     assert len(rest) == 199
+
+
+async def test_a_queue_stopped_under_a_map_loses_no_drawn_item() -> None:
+    """Another task stops the queue while the reader reads a plain iterable:
+    the reader fails with QueueStateError, and every item it drew is processed
+    or listed as unprocessed."""
+    source = Source(1_000)
+    queue: WorkQueue[int] = WorkQueue(maxsize=16)
+    outcomes = 0
+    with anyio.fail_after(GUARD), pytest.raises(QueueStateError):
+        async with queue.map(double, source, num_workers=2) as results:
+            async for _ in results:
+                outcomes += 1
+                if outcomes == 20:
+                    await queue.stop()
+    assert 20 <= queue.metrics["processed"] < 1_000
+    assert source.drawn == queue.metrics["processed"] + len(queue.unprocessed)
+    assert queue.metrics["enqueued"] == source.drawn

@@ -143,6 +143,7 @@ class MapResults(Generic[T, R]):
         source: Iterator[T],
         room: Callable[[], int],
         put_nowait: Callable[[T], bool],
+        refused: Callable[[T], None],
         size: int,
     ) -> None:
         """Read ``source`` in `__anext__`, putting items with ``put_nowait`` while
@@ -150,6 +151,8 @@ class MapResults(Generic[T, R]):
 
         It tops the queue (of ``size`` items) up in chunks: once an eighth of
         it or of the window has been taken, and whenever the reader would wait.
+        An item drawn that ``put_nowait`` refuses by raising (the queue was
+        stopped meanwhile) goes to ``refused`` first, so that none is lost.
         """
         self._fill_every = max(1, min(size, self._window) // 8)
 
@@ -165,7 +168,11 @@ class MapResults(Generic[T, R]):
                     self._count(item)
                 else:
                     self._read += 1  # `_count`, written out
-                put_nowait(item)  # there was room: it cannot be refused
+                try:
+                    put_nowait(item)  # there was room: only a stop refuses it
+                except BaseException:
+                    refused(item)
+                    raise
                 got += 1
             if got < want:
                 self._fill = None

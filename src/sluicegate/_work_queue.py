@@ -404,7 +404,11 @@ class WorkQueue(Generic[T]):
                     else:
                         # The reader reads a plain iterable itself: no task.
                         results._read_from(
-                            iter(items), queue._room, queue._put_nowait, queue.maxsize
+                            iter(items),
+                            queue._room,
+                            queue._put_nowait,
+                            queue._record_refused,
+                            queue.maxsize,
                         )
                     yield results
                     if not results._exhausted:
