@@ -13,7 +13,7 @@ GUARD = 10
 async def test_values_come_out_in_due_order_when_due() -> None:
     clock = FakeClock()
     out: list[str] = []
-    line: DelayLine[str] = DelayLine(clock, out.append)
+    line: DelayLine[str] = DelayLine(clock, out.extend)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
             tg.start_soon(line.run)
@@ -33,7 +33,7 @@ async def test_values_come_out_in_due_order_when_due() -> None:
 async def test_a_withdrawn_value_never_comes_out() -> None:
     clock = FakeClock()
     out: list[str] = []
-    line: DelayLine[str] = DelayLine(clock, out.append)
+    line: DelayLine[str] = DelayLine(clock, out.extend)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
             tg.start_soon(line.run)
@@ -54,7 +54,7 @@ async def test_a_runner_cancelled_before_it_ran_does_not_silence_the_next() -> N
     # parked (trio picks the order at random), and must not take its wake-up.
     clock = FakeClock()
     out: list[str] = []
-    line: DelayLine[str] = DelayLine(clock, out.append)
+    line: DelayLine[str] = DelayLine(clock, out.extend)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
             tg.start_soon(line.run)
@@ -74,7 +74,7 @@ async def test_a_runner_cancelled_before_it_ran_does_not_silence_the_next() -> N
 async def test_a_runner_cancelled_while_sleeping_leaves_the_other_awake() -> None:
     clock = FakeClock()
     out: list[str] = []
-    line: DelayLine[str] = DelayLine(clock, out.append)
+    line: DelayLine[str] = DelayLine(clock, out.extend)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
             line.add("first", 5.0)
@@ -96,3 +96,21 @@ async def test_a_runner_cancelled_while_sleeping_leaves_the_other_awake() -> Non
 async def _run_in(line: DelayLine[str], scope: anyio.CancelScope) -> None:
     with scope:
         await line.run()
+
+
+async def test_values_due_together_come_out_together_in_due_order() -> None:
+    clock = FakeClock()
+    batches: list[list[str]] = []
+    line: DelayLine[str] = DelayLine(clock, batches.append)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(line.run)
+            line.add("second", 2.0)
+            line.add("first", 1.0)
+            line.add("tie", 2.0)  # added after "second": released after it
+            line.add("later", 5.0)
+            await all_blocked()
+            clock.advance(3.0)
+            await all_blocked()
+            tg.cancel_scope.cancel()
+    assert batches == [["first", "second", "tie"]]

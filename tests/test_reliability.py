@@ -857,3 +857,27 @@ async def test_a_queue_started_again_in_its_block_still_releases_retries() -> No
             await all_blocked()
             clock.advance(1.0)
     assert got == [4]
+
+
+async def test_retries_due_together_come_back_in_the_order_they_failed() -> None:
+    clock = FakeClock()
+
+    async def fails(item: int) -> None:
+        raise ConnectionError
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=4, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            policy = RetryPolicy(backoff=1, jitter=False)
+            await queue.start_workers(fails, 1, retry=policy)
+            for item in (1, 2, 3):
+                await queue.put(item)
+            await all_blocked()  # each failed once, at the same moment
+            await queue.stop_workers()
+            assert queue.delayed == 3
+            clock.advance(1.0)  # all three fall due together
+            await all_blocked()
+            got = [await queue.get() for _ in range(3)]
+            for _ in got:
+                queue.task_done()
+    assert got == [1, 2, 3]

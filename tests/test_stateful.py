@@ -291,10 +291,9 @@ class QueueMachine(RuleBasedStateMachine):
         return due
 
     def _commit_release(self) -> None:
-        # Each released item goes to the front of the buffer, so items released
-        # together come back in reverse: the one due last is taken first.
-        for _, item in self.release_pending:
-            self.buffer.appendleft(item)
+        # Items released together go to the front of the buffer in the order
+        # they fell due: the one due first is taken first.
+        self.buffer.extendleft(item for _, item in reversed(self.release_pending))
         self.release_pending.clear()
 
     def _timers_started(self, *, beside_workers: bool) -> None:
@@ -981,7 +980,7 @@ class QueueMachine(RuleBasedStateMachine):
             # Stopped by a worker started beside the timers task, which may not
             # have released the due items yet: they are listed as buffered, or
             # as delayed.
-            released = [item for _, item in reversed(self.release_pending)] + listed
+            released = [item for _, item in self.release_pending] + listed
             kept = list(self.buffer) + [
                 item for _, item in sorted(delayed + self.release_pending)
             ]
@@ -1193,9 +1192,9 @@ SCENARIOS: dict[str, Steps] = {
         ("put_stopper", {"then_fail": False}),
         ("start_workers", {**ONE_WORKER, "num_workers": None, "handler": "record"}),
     ],
-    # Two retries fall due at one moment: they come back in reverse (each goes
-    # to the front of the buffer), so the parked get() takes the one that
-    # failed last, and the worker the other.
+    # Two retries fall due at one moment: they come back to the front of the
+    # buffer in the order they failed, so the parked get() takes the one that
+    # failed first, and the worker the other.
     "retries_released_together": [
         ("setup", {**FIRST, "maxsize": 4, "context": False, "workers": 0}),
         ("start_workers", {**ONE_WORKER, "retry": RETRY_ONCE}),

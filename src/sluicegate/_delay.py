@@ -37,15 +37,16 @@ class Entry(Generic[T]):
 
 
 class DelayLine(Generic[T]):
-    """Values held until their due time, then handed to ``release(value)``.
+    """Values held until their due time, then handed to ``release(values)``.
 
     `add` costs O(log n); `withdraw` O(1). `run` is the one task that sleeps
     until the earliest due time: start it in the task group of whoever owns the
-    line, and cancel it to stop. Values due at once are released in due order,
-    earliest first; ties in the order they were added.
+    line, and cancel it to stop. Values that are due when it wakes are released
+    together, in one list in due order, earliest first; ties in the order they
+    were added.
     """
 
-    def __init__(self, clock: Clock, release: Callable[[T], object]) -> None:
+    def __init__(self, clock: Clock, release: Callable[[list[T]], object]) -> None:
         self._clock = clock
         self._release = release
         # (due, order, entry): tuples compare in C, and order breaks every tie,
@@ -109,12 +110,15 @@ class DelayLine(Generic[T]):
     def _release_due(self) -> None:
         heap = self._heap
         now = self._clock.current_time()
+        due: list[T] = []
         while heap and (heap[0][0] <= now or not heap[0][2].live):
             entry = heapq.heappop(heap)[2]
             if entry.live:
                 entry.live = False
                 self._live -= 1
-                self._release(entry.value)
+                due.append(entry.value)
+        if due:
+            self._release(due)
 
     def _wake_sleeper(self) -> None:
         for scope in self._sleeping:

@@ -228,7 +228,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._unprocessed: list[T] = []
         # Items waiting out a backoff, and (on an injected clock) call deadlines.
         self._timers: DelayLine[_Retry[T] | CancelScope] = DelayLine(
-            self._clock, self._timer_due
+            self._clock, self._timers_due
         )
         self._timer_scope: CancelScope | None = None
         self._timers_beside_workers = False
@@ -1061,16 +1061,19 @@ class BoundedQueue(Scoped, Generic[T]):
         self._timers.add(_Retry(item, attempts, first), now + delay)
         return True
 
-    def _timer_due(self, value: _Retry[T] | CancelScope) -> None:
-        """A retry's backoff is over (back into the buffer, at the front), or a
-        call's deadline has come (cancel it)."""
-        if type(value) is _Retry:
-            self._delayed -= 1
-            self._buffer.appendleft(value)
-            if self._getters.parked or self._idle_workers.parked:
-                self._wake_consumer()
-        else:
-            value.cancel()  # type: ignore[union-attr]
+    def _timers_due(self, values: list[_Retry[T] | CancelScope]) -> None:
+        """Retries whose backoff is over go back to the front of the buffer, in
+        the order they fell due; calls whose deadline has come are cancelled."""
+        retries = [value for value in values if type(value) is _Retry]
+        for value in values:
+            if type(value) is not _Retry:
+                value.cancel()  # type: ignore[union-attr]
+        if retries:
+            self._delayed -= len(retries)
+            self._buffer.extendleft(reversed(retries))
+            for _ in retries:
+                if self._getters.parked or self._idle_workers.parked:
+                    self._wake_consumer()
 
     async def _run_timers(self, scope: CancelScope) -> None:
         with scope:
