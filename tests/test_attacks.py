@@ -493,6 +493,82 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
     check_nothing_lost(queue, accepted, handled)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_bursts_to_many_workers_woken_a_few_at_a_time_leave_none_waiting(
+    seed: int,
+) -> None:
+    """Bursts of items reach many idle workers while others are busy (for a turn
+    or held for long), groups of workers are cancelled at random (some just
+    woken), and the limit changes: whenever everything is quiet, no buffered item
+    waits while an idle worker could take it; nothing is lost or repeated."""
+    rng = random.Random(seed)
+    queue: BoundedQueue[int] = BoundedQueue(
+        maxsize=rng.choice([4, 16, 64]), concurrency_limit=rng.choice([None, 3, 8])
+    )
+    accepted: set[int] = set()
+    handled: Counter[int] = Counter()
+    lost_wakes: list[str] = []
+    holds: list[anyio.Event] = []
+    next_item = 0
+
+    async def work(item: int) -> None:
+        if rng.random() < 0.05:
+            hold = anyio.Event()
+            holds.append(hold)
+            await hold.wait()  # busy for long, holding its slot
+        for _ in range(rng.randrange(3)):
+            await anyio.lowlevel.checkpoint()
+        handled[item] += 1  # done (no await after it: cannot be cancelled now)
+
+    async def burst() -> None:
+        nonlocal next_item
+        for _ in range(rng.randint(1, 40)):
+            item = next_item
+            next_item += 1
+            try:
+                if await queue.put(item):
+                    accepted.add(item)
+            except QueueStateError:
+                return  # stopped at the end, while this burst waited for room
+
+    async def group(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with anyio.create_task_group() as tg:
+                await queue.start_workers(work, rng.randint(1, 30), task_group=tg)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            scopes: list[anyio.CancelScope] = []
+            for step in range(120):
+                r = rng.random()
+                if r < 0.2 or not scopes:
+                    scopes.append(anyio.CancelScope())
+                    tg.start_soon(group, scopes[-1])
+                elif r < 0.3:
+                    scopes.pop(rng.randrange(len(scopes))).cancel()
+                elif r < 0.4:
+                    queue.concurrency_limit = rng.choice([None, 1, 3, 8])
+                elif r < 0.5 and holds:
+                    holds.pop(rng.randrange(len(holds))).set()
+                else:
+                    tg.start_soon(burst)
+                if rng.random() < 0.3:
+                    await all_blocked()
+                    why = lost_wake(queue)
+                    if why:
+                        lost_wakes.append(f"step {step}: {why}")
+                else:
+                    await anyio.lowlevel.checkpoint()
+                check_books(queue)
+            for hold in holds:
+                hold.set()
+            await queue.stop()
+            tg.cancel_scope.cancel()
+    assert lost_wakes == []
+    check_nothing_lost(queue, accepted, handled)
+
+
 # -- concurrent stops ----------------------------------------------------------
 
 STOP_TIMEOUTS: list[float | None] = [None, 0, 1e-4, 1e-3]
