@@ -1214,3 +1214,28 @@ async def test_start_workers_in_a_closed_task_group_leaves_no_phantom() -> None:
     assert queue.worker_count == 0
     with anyio.fail_after(GUARD):
         await queue.stop()
+
+
+async def test_repr_shows_state_size_workers_and_limit() -> None:
+    gate = anyio.Event()
+
+    async def work(item: int) -> None:
+        await gate.wait()
+
+    queue: BoundedQueue[int] = BoundedQueue(8, concurrency_limit=2)
+    assert repr(queue) == (
+        "<BoundedQueue idle, size=0/8, workers=0, in_flight=0, delayed=0, "
+        "concurrency_limit=2>"
+    )
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 3)
+            for i in range(5):
+                await queue.put(i)
+            await anyio.wait_all_tasks_blocked()
+            assert repr(queue) == (
+                "<BoundedQueue processing, size=3/8, workers=3, in_flight=2, "
+                "delayed=0, concurrency_limit=2>"
+            )
+            gate.set()
+    assert repr(queue).startswith("<BoundedQueue stopped, size=0/8, workers=0,")

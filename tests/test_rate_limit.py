@@ -939,3 +939,19 @@ async def test_random_changes_holds_and_give_ups_keep_each_settings_bound(
             assert max_in_window(during, window) <= allowed + 1e-9, (start, window)
     for start, end in holds:
         assert not [t for t in granted if start < t < end - 1e-9], (start, end)
+
+
+async def test_async_with_a_limiter_takes_one_token() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, burst=2, clock=clock)
+    times: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            for _ in range(4):
+                async with limiter as entered:
+                    assert entered is limiter
+                    times.append(clock.current_time())
+            tg.cancel_scope.cancel()
+    # Two at once (the burst), then one every half second.
+    assert times == [0.0, 0.0, 0.5, 1.0]

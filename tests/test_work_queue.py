@@ -421,3 +421,11 @@ async def test_an_error_from_the_items_comes_out_as_raised(
     assert queue.status is QueueStatus.STOPPED
     m = queue.metrics
     assert m["enqueued"] == m["processed"] + len(queue.unprocessed) == 2
+
+
+async def test_work_queue_repr_is_its_queues() -> None:
+    queue: WorkQueue[int] = WorkQueue(maxsize=3)
+    assert repr(queue) == (
+        "<WorkQueue idle, size=0/3, workers=0, in_flight=0, delayed=0, "
+        "concurrency_limit=None>"
+    )

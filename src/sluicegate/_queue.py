@@ -350,6 +350,16 @@ class BoundedQueue(Scoped, Generic[T]):
         """A fresh count of failed items by the qualified name of their error."""
         return dict(self._error_types)
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._describe()}>"
+
+    def _describe(self) -> str:
+        return (
+            f"{self._status.value}, size={len(self._buffer)}/{self._maxsize}, "
+            f"workers={len(self._pool)}, in_flight={self._in_flight_now()}, "
+            f"delayed={self._delayed}, concurrency_limit={self._concurrency_limit}"
+        )
+
     # -- lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:

@@ -362,6 +362,14 @@ class RateLimiter:
                 f"got {tokens!r}"
             )
 
+    async def __aenter__(self) -> RateLimiter:
+        """``async with limiter:`` takes one token, as `acquire` does."""
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Nothing to give back: a token is spent once taken."""
+
     def __repr__(self) -> str:
         return (
             f"RateLimiter(rate={self._rate:g}, period={self._period:g}, "

@@ -246,6 +246,9 @@ class WorkQueue(Generic[T]):
     ) -> bool | None:
         return await self._queue.__aexit__(exc_type, exc, tb)
 
+    def __repr__(self) -> str:
+        return f"<WorkQueue {self._queue._describe()}>"
+
     # -- processing -------------------------------------------------------------
 
     async def process(
