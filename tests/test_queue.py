@@ -1239,3 +1239,46 @@ async def test_repr_shows_state_size_workers_and_limit() -> None:
             )
             gate.set()
     assert repr(queue).startswith("<BoundedQueue stopped, size=0/8, workers=0,")
+
+
+async def test_put_nowait_and_get_nowait_complete_at_once_or_raise_would_block() -> (
+    None
+):
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=2)
+    with pytest.raises(QueueStateError, match="idle"):
+        queue.put_nowait(0)
+    with pytest.raises(QueueStateError, match="idle"):
+        queue.get_nowait()
+    await queue.start()
+    with pytest.raises(anyio.WouldBlock):
+        queue.get_nowait()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    with pytest.raises(anyio.WouldBlock):
+        queue.put_nowait(3)  # full: refused, and counted as backpressure
+    assert queue.metrics["backpressure_events"] == 1
+    assert (queue.get_nowait(), queue.get_nowait()) == (1, 2)
+    assert queue.in_flight == 2
+    queue.task_done()
+    queue.task_done()
+    assert queue.metrics["processed"] == 2
+    await queue.stop()
+    assert queue.unprocessed == []
+    with pytest.raises(QueueStateError, match="stopped"):
+        queue.put_nowait(4)
+
+
+async def test_put_nowait_wakes_a_parked_get() -> None:
+    got: list[int] = []
+    queue: BoundedQueue[int] = BoundedQueue()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg, queue:
+
+            async def getter() -> None:
+                got.append(await queue.get())
+                queue.task_done()
+
+            tg.start_soon(getter)
+            await anyio.wait_all_tasks_blocked()
+            queue.put_nowait(7)
+    assert got == [7]

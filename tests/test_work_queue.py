@@ -429,3 +429,20 @@ async def test_work_queue_repr_is_its_queues() -> None:
         "<WorkQueue idle, size=0/3, workers=0, in_flight=0, delayed=0, "
         "concurrency_limit=None>"
     )
+
+
+async def test_work_queue_put_nowait() -> None:
+    done: list[int] = []
+
+    async def work(item: int) -> None:
+        done.append(item)
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=1)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            queue.put_nowait(1)
+            with pytest.raises(anyio.WouldBlock):
+                queue.put_nowait(2)
+            await queue.process(work, 1)
+    assert done == [1]
+    assert queue.metrics["backpressure_events"] == 1

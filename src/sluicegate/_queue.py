@@ -23,6 +23,7 @@ from typing import Any, Final, Generic, TypeVar
 from anyio import (
     CancelScope,
     Event,
+    WouldBlock,
     create_task_group,
     move_on_after,
 )
@@ -604,6 +605,34 @@ class BoundedQueue(Scoped, Generic[T]):
         self._unprocessed.append(item)
 
     # -- consumers --------------------------------------------------------------
+
+    def put_nowait(self, item: T) -> None:
+        """Add ``item`` if there is room now, without waiting or yielding.
+
+        Raises:
+            anyio.WouldBlock: the queue is full (counted as a backpressure
+                event); the item was not accepted.
+            QueueStateError: the queue is not PROCESSING.
+        """
+        if not self._put_nowait(item):
+            self._backpressure_events += 1
+            raise WouldBlock
+
+    def get_nowait(self) -> T:
+        """Take the next item if there is one now, without waiting or yielding.
+
+        Pair it with a `task_done` once the item is handled, as for `get`.
+
+        Raises:
+            anyio.WouldBlock: the buffer is empty.
+            QueueStateError: the queue is not PROCESSING.
+        """
+        self._check_running("get")
+        if not self._buffer:
+            raise WouldBlock
+        entry = self._take()
+        self._taken_by_get += 1
+        return _unwrap(entry)
 
     async def get(self) -> T:
         """Take the next item, waiting until there is one.

@@ -207,6 +207,16 @@ class WorkQueue(Generic[T]):
     def concurrency_limit(self, value: int | None) -> None:
         self._queue.concurrency_limit = value
 
+    def put_nowait(self, item: T) -> None:
+        """Add ``item`` if there is room now, without waiting (see
+        `BoundedQueue.put_nowait`).
+
+        Raises:
+            anyio.WouldBlock: the queue is full; the item was not accepted.
+            QueueStateError: the queue is not PROCESSING.
+        """
+        self._queue.put_nowait(item)
+
     async def put(
         self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
     ) -> bool:
