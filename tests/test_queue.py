@@ -15,11 +15,18 @@ from types import FrameType
 from typing import Any, cast
 
 import anyio
+import attrs
 import pytest
 import trio
 from anyio.abc import TaskStatus
 
-from sluicegate import BoundedQueue, QueueError, QueueStateError, QueueStatus
+from sluicegate import (
+    BoundedQueue,
+    QueueError,
+    QueueStateError,
+    QueueStatistics,
+    QueueStatus,
+)
 from sluicegate import _queue as queue_module
 from sluicegate._waiters import WaiterLine
 
@@ -1282,3 +1289,44 @@ async def test_put_nowait_wakes_a_parked_get() -> None:
             await anyio.wait_all_tasks_blocked()
             queue.put_nowait(7)
     assert got == [7]
+
+
+async def test_statistics_is_a_frozen_snapshot_of_who_waits_and_the_limit() -> None:
+    gate = anyio.Event()
+
+    async def work(item: int) -> None:
+        await gate.wait()
+
+    queue: BoundedQueue[int] = BoundedQueue(2, concurrency_limit=1)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg, queue:
+            await queue.start_workers(work, 3)
+            for i in range(3):
+                await queue.put(i)  # one handled, two buffered: full
+            tg.start_soon(queue.put, 3)  # blocked on the full queue
+            await anyio.wait_all_tasks_blocked()
+            stats = queue.statistics()
+            assert stats == QueueStatistics(
+                enqueued=3,
+                processed=0,
+                errors=0,
+                backpressure_events=0,
+                retries=0,
+                in_flight=1,
+                delayed=0,
+                unprocessed=0,
+                size=2,
+                maxsize=2,
+                workers=3,
+                idle_workers=2,
+                tasks_waiting_put=1,
+                tasks_waiting_get=0,
+                concurrency_limit=1,
+                slots_in_use=1,
+            )
+            with pytest.raises(attrs.exceptions.FrozenInstanceError):
+                stats.size = 0  # type: ignore[misc]
+            gate.set()
+    final = queue.statistics()
+    assert (final.processed, final.workers, final.slots_in_use) == (4, 0, 0)
+    assert stats.processed == 0  # a snapshot: it did not change

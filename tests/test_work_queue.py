@@ -446,3 +446,10 @@ async def test_work_queue_put_nowait() -> None:
             await queue.process(work, 1)
     assert done == [1]
     assert queue.metrics["backpressure_events"] == 1
+
+
+async def test_work_queue_statistics_are_its_queues() -> None:
+    queue: WorkQueue[int] = WorkQueue(maxsize=3, concurrency_limit=2)
+    stats = queue.statistics()
+    assert (stats.maxsize, stats.size, stats.concurrency_limit) == (3, 0, 2)
+    assert stats == queue.queue.statistics()

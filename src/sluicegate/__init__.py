@@ -15,6 +15,7 @@ from ._queue import BoundedQueue, QueueStatus
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy, parse_retry_after
+from ._statistics import QueueStatistics
 from ._work_queue import WorkQueue
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "QueueError",
     "QueueProtocol",
     "QueueStateError",
+    "QueueStatistics",
     "QueueStatus",
     "RateLimiter",
     "RetryAfter",

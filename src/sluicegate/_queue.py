@@ -45,6 +45,7 @@ from ._rate_limit import RateLimiter
 from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
+from ._statistics import QueueStatistics
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
 
@@ -345,6 +346,21 @@ class BoundedQueue(Scoped, Generic[T]):
             "delayed": self._delayed,
             "unprocessed": len(self._unprocessed),
         }
+
+    def statistics(self) -> QueueStatistics:
+        """A frozen snapshot: the counters of `metrics`, who waits, and how much
+        of the concurrency limit is in use."""
+        return QueueStatistics(
+            **self.metrics,
+            size=len(self._buffer),
+            maxsize=self._maxsize,
+            workers=len(self._pool),
+            idle_workers=self._idle_workers.parked,
+            tasks_waiting_put=self._producers.parked,
+            tasks_waiting_get=self._getters.parked,
+            concurrency_limit=self._concurrency_limit,
+            slots_in_use=self._active,
+        )
 
     @property
     def errors_by_type(self) -> dict[str, int]:

@@ -37,6 +37,7 @@ from ._queue import (
 from ._rate_limit import RateLimiter
 from ._results import MapResults
 from ._retry import RetryPolicy
+from ._statistics import QueueStatistics
 from ._workers import Worker
 
 __all__ = ["WorkQueue"]
@@ -152,6 +153,10 @@ class WorkQueue(Generic[T]):
     def metrics(self) -> dict[str, int]:
         """A fresh snapshot of the queue's counters (see `BoundedQueue.metrics`)."""
         return self._queue.metrics
+
+    def statistics(self) -> QueueStatistics:
+        """A frozen snapshot of the queue (see `BoundedQueue.statistics`)."""
+        return self._queue.statistics()
 
     @property
     def size(self) -> int:
