@@ -42,6 +42,7 @@ import pytest
 from anyio.abc import TaskGroup
 from fake_clock import FakeClock, all_blocked, max_in_window
 
+import sluicegate._queue
 from sluicegate import (
     BoundedQueue,
     Event,
@@ -1432,3 +1433,51 @@ async def test_acquires_cancelled_at_every_step_leave_the_limiter_free() -> None
         return completed
 
     await sweep(attack)
+
+
+async def test_limit_lowered_while_a_worker_looks_still_serves_a_parked_get(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: a worker looks once more before parking (counted as on
+    its way), the limit is lowered so it finds no slot, and an item is put
+    meanwhile. The worker must pass the item on to the parked get() caller,
+    not park beside it (here the busy item waits for the get() caller: a hang).
+    """
+    queue: BoundedQueue[str] = BoundedQueue(maxsize=10, concurrency_limit=2)
+    hold = anyio.Event()  # the long item: set once the get() caller has one
+    go = anyio.Event()
+    got: list[str] = []
+    checkpoint = anyio.lowlevel.checkpoint  # what the queue's module imported
+
+    async def look() -> None:
+        if queue._looking and queue.concurrency_limit == 2:
+            # Exactly while the worker looks: lower the limit, put an item.
+            queue.concurrency_limit = 1
+            queue.put_nowait("x")
+        await checkpoint()
+
+    async def work(item: str) -> None:
+        if item == "hold":
+            await hold.wait()
+        else:
+            await go.wait()
+
+    async def getter() -> None:
+        got.append(await queue.get())
+        queue.task_done()
+        hold.set()
+
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.start_workers(work, 2)
+            await queue.put("hold")
+            await queue.put("quick")
+            await all_blocked()
+            assert queue.size == 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(getter)
+                await all_blocked()  # the get() caller is parked
+                monkeypatch.setattr(sluicegate._queue, "checkpoint", look)
+                go.set()  # "quick" ends; its worker looks once more
+    assert got == ["x"]
+    assert queue.concurrency_limit == 1

@@ -891,7 +891,11 @@ class BoundedQueue(Scoped, Generic[T]):
             while not worker.stopping:
                 mark = None
                 if self._active >= self._slots:
-                    # No slot free (the limit was lowered): wait for one.
+                    # No slot free (the limit was lowered): wait for one. This
+                    # worker may have been counted as on its way to an item
+                    # (woken, or looking): pass that on, to a get() perhaps.
+                    if buffer:
+                        self._wake_consumer()
                     worker.parked = True
                     await idle.park()
                     worker.parked = False
