@@ -366,3 +366,19 @@ async def test_a_queue_stopped_under_a_map_loses_no_drawn_item() -> None:
     assert 20 <= queue.metrics["processed"] < 1_000
     assert source.drawn == queue.metrics["processed"] + len(queue.unprocessed)
     assert queue.metrics["enqueued"] == source.drawn
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_map_refuses_a_queue_that_holds_items(ordered: bool) -> None:
+    """Its workers would take the items already there and report them as the
+    map's (found in review: ordered, that failed deep inside)."""
+    queue: WorkQueue[int] = WorkQueue(maxsize=4)
+    with anyio.fail_after(GUARD):
+        async with queue:
+            await queue.put(100)
+            with pytest.raises(QueueStateError, match="holds 1 item"):
+                async with queue.map(double, range(3), ordered=ordered):
+                    pass
+            assert queue.size == 1  # untouched
+            await queue.process(double)
+    assert queue.metrics["processed"] == 1

@@ -381,7 +381,9 @@ class WorkQueue(Generic[T]):
 
         Raises:
             TypeError, ValueError: a bad argument, when the block is entered.
-            QueueStateError: the queue already has workers.
+            QueueStateError: the queue already has workers, or already holds
+                items (buffered or waiting for a retry): the map's workers
+                would take them. While the map runs, put nothing else into it.
         """
         check_iterable("items", items)
         if errors not in ("collect", "raise"):
@@ -409,6 +411,14 @@ class WorkQueue(Generic[T]):
     ) -> AsyncIterator[MapResults[T, R]]:
         self._check_no_workers("map")
         queue = self._queue
+        held = queue.size + queue.delayed
+        if held:
+            raise QueueStateError(
+                f"map() reports every item its workers take, and this queue holds "
+                f"{held} item{'s' if held > 1 else ''} already (buffered or waiting "
+                "for a retry) that are not the map's: process them first, or give "
+                "the map a WorkQueue of its own"
+            )
         async with AsyncExitStack() as stack:
             if queue.status is not QueueStatus.PROCESSING:
                 await stack.enter_async_context(queue)
