@@ -190,3 +190,30 @@ async def test_workers_that_never_yield_still_let_others_run() -> None:
     # Each worker runs at most 64 items a turn; trio may run both, and one of
     # them twice, between two turns of the ticker.
     assert max(gaps) <= 4 * 64, "the workers ran too many items without yielding"
+
+
+async def test_a_worker_that_puts_without_yielding_still_lets_others_run() -> None:
+    """A worker function that never yields but puts into its own queue (with
+    put_nowait): the puts must not count as a sign that it yielded."""
+    ticks: list[int] = []
+
+    async def work(item: int) -> None:
+        if item < 5_000:
+            queue.put_nowait(item + 10_000)  # never yields
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(queue.metrics["processed"])
+            await anyio.lowlevel.checkpoint()
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=20_000)
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+            for i in range(5_000):
+                await queue.put(i)
+            tg.start_soon(ticker)
+            await queue.start_workers(work, 1)
+            await queue.join()
+            tg.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert max(gaps) <= 2 * 64, "the worker ran too many items without yielding"

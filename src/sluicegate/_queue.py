@@ -906,8 +906,8 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._active += 1
                 try:
                     handled = 0
-                    # The queue's count of events when this stretch began.
-                    stretch = self._processed + self._enqueued
+                    # Items the queue had finished when this stretch began.
+                    stretch = self._processed
                     while buffer and not worker.stopping:
                         if self._active > self._slots:
                             break
@@ -949,15 +949,16 @@ class BoundedQueue(Scoped, Generic[T]):
                             await self._handle(entry, job)
                         handled += 1
                         if handled == _YIELD_EVERY:
-                            # Yield unless other tasks have put or finished
-                            # items since the stretch began: they can only
-                            # have run if this worker's calls yielded.
+                            # Yield unless other workers have finished items
+                            # since the stretch began (more than this one's
+                            # own): they can only have run if its calls
+                            # yielded. (Puts are not counted: a worker
+                            # function may put without yielding.)
                             handled = 0
-                            events = self._processed + self._enqueued
-                            if events - stretch <= _YIELD_EVERY:
+                            if self._processed - stretch <= _YIELD_EVERY:
                                 await checkpoint()
                                 mark = None
-                            stretch = self._processed + self._enqueued
+                            stretch = self._processed
                 finally:
                     self._active -= 1
                 if worker.stopping or buffer:
