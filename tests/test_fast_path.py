@@ -9,6 +9,7 @@ other tasks run, and cancellation at each await leaves nothing half-done.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -65,29 +66,38 @@ async def test_retrying_put_with_zero_timeout_does_not_starve_workers() -> None:
 
 async def test_a_worker_that_never_yields_lets_others_run() -> None:
     """A worker function with no await in it still yields every so often."""
-    ticks: list[int] = []
 
     async def work(item: int) -> None:
         pass  # never yields
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=10_000, timeout=None)
+    gap = await _largest_run_without_yielding(queue, work, 1)
+    # 64 items a turn; trio shuffles the tasks of a scheduling round, so the
+    # ticker can see two of the worker's turns between two of its own.
+    assert gap <= 2 * 64, "the worker ran too many items without yielding"
+
+
+async def _largest_run_without_yielding(
+    queue: BoundedQueue[int], work: Callable[[int], Awaitable[None]], workers: int
+) -> int:
+    """Put 5,000 items, start ``workers`` workers running ``work``, and return
+    the most items they finished between two turns of another task."""
+    ticks: list[int] = []
 
     async def ticker() -> None:
         while True:
             ticks.append(queue.metrics["processed"])
             await anyio.lowlevel.checkpoint()
 
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=10_000, timeout=None)
     with anyio.fail_after(GUARD):
         async with queue, anyio.create_task_group() as tg:
             for i in range(5_000):
                 await queue.put(i)
             tg.start_soon(ticker)
-            await queue.start_workers(work, 1)
+            await queue.start_workers(work, workers)
             await queue.join()
             tg.cancel_scope.cancel()
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    # 64 items a turn; trio shuffles the tasks of a scheduling round, so the
-    # ticker can see two of the worker's turns between two of its own.
-    assert max(gaps) <= 2 * 64, "the worker ran too many items without yielding"
+    return max(b - a for a, b in itertools.pairwise(ticks))
 
 
 async def test_put_cancelled_at_its_fairness_checkpoint_accepts_nothing() -> None:
@@ -167,53 +177,25 @@ async def test_a_batch_with_room_for_everything_lets_workers_run() -> None:
 async def test_workers_that_never_yield_still_let_others_run() -> None:
     """Two workers whose calls never yield: neither can see the other run, so
     each still yields every so often."""
-    ticks: list[int] = []
 
     async def work(item: int) -> None:
         pass  # never yields
 
-    async def ticker() -> None:
-        while True:
-            ticks.append(queue.metrics["processed"])
-            await anyio.lowlevel.checkpoint()
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=10_000)
-    with anyio.fail_after(GUARD):
-        async with queue, anyio.create_task_group() as tg:
-            for i in range(5_000):
-                await queue.put(i)
-            tg.start_soon(ticker)
-            await queue.start_workers(work, 2)
-            await queue.join()
-            tg.cancel_scope.cancel()
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    gap = await _largest_run_without_yielding(queue, work, 2)
     # Each worker runs at most 64 items a turn; trio may run both, and one of
     # them twice, between two turns of the ticker.
-    assert max(gaps) <= 4 * 64, "the workers ran too many items without yielding"
+    assert gap <= 4 * 64, "the workers ran too many items without yielding"
 
 
 async def test_a_worker_that_puts_without_yielding_still_lets_others_run() -> None:
     """A worker function that never yields but puts into its own queue (with
     put_nowait): the puts must not count as a sign that it yielded."""
-    ticks: list[int] = []
 
     async def work(item: int) -> None:
         if item < 5_000:
             queue.put_nowait(item + 10_000)  # never yields
 
-    async def ticker() -> None:
-        while True:
-            ticks.append(queue.metrics["processed"])
-            await anyio.lowlevel.checkpoint()
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=20_000)
-    with anyio.fail_after(GUARD):
-        async with queue, anyio.create_task_group() as tg:
-            for i in range(5_000):
-                await queue.put(i)
-            tg.start_soon(ticker)
-            await queue.start_workers(work, 1)
-            await queue.join()
-            tg.cancel_scope.cancel()
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert max(gaps) <= 2 * 64, "the worker ran too many items without yielding"
+    gap = await _largest_run_without_yielding(queue, work, 1)
+    assert gap <= 2 * 64, "the worker ran too many items without yielding"
