@@ -814,21 +814,28 @@ async def test_a_retry_due_after_its_worker_stopped_the_queue_is_unprocessed() -
     assert m["enqueued"] == m["processed"] + m["unprocessed"]
 
 
-async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
-    clock = FakeClock()
-    got: list[int] = []
+async def _delay_each(queue: BoundedQueue[int], *items: int) -> None:
+    """Put ``items`` through one worker whose calls all fail, under a policy
+    that retries after 1 s, then end the worker: the items wait in the delay
+    line, all due at the same moment."""
 
     async def fails(item: int) -> None:
         raise ConnectionError
 
+    await queue.start_workers(fails, 1, retry=RetryPolicy(backoff=1, jitter=False))
+    for item in items:
+        await queue.put(item)
+    await all_blocked()
+    await queue.stop_workers()
+
+
+async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
+    clock = FakeClock()
+    got: list[int] = []
     queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg, queue:
-            policy = RetryPolicy(backoff=1, jitter=False)
-            await queue.start_workers(fails, 1, retry=policy)
-            await queue.put(3)
-            await all_blocked()
-            await queue.stop_workers()
+            await _delay_each(queue, 3)
             tg.start_soon(_get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)  # the block's own task releases it to the get()
@@ -839,20 +846,12 @@ async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
 async def test_a_queue_started_again_in_its_block_still_releases_retries() -> None:
     clock = FakeClock()
     got: list[int] = []
-
-    async def fails(item: int) -> None:
-        raise ConnectionError
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg, queue:
             await queue.stop(timeout=0)
             await queue.start()  # again, inside the same block
-            policy = RetryPolicy(backoff=1, jitter=False)
-            await queue.start_workers(fails, 1, retry=policy)
-            await queue.put(4)
-            await all_blocked()
-            await queue.stop_workers()
+            await _delay_each(queue, 4)
             tg.start_soon(_get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)
@@ -861,19 +860,10 @@ async def test_a_queue_started_again_in_its_block_still_releases_retries() -> No
 
 async def test_retries_due_together_come_back_in_the_order_they_failed() -> None:
     clock = FakeClock()
-
-    async def fails(item: int) -> None:
-        raise ConnectionError
-
     queue: BoundedQueue[int] = BoundedQueue(maxsize=4, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            policy = RetryPolicy(backoff=1, jitter=False)
-            await queue.start_workers(fails, 1, retry=policy)
-            for item in (1, 2, 3):
-                await queue.put(item)
-            await all_blocked()  # each failed once, at the same moment
-            await queue.stop_workers()
+            await _delay_each(queue, 1, 2, 3)  # each failed once, at one moment
             assert queue.delayed == 3
             clock.advance(1.0)  # all three fall due together
             await all_blocked()
