@@ -585,10 +585,7 @@ class BoundedQueue(Scoped, Generic[T]):
             self._check_running("put")
         if len(self._buffer) + self._delayed < self._maxsize:
             self._buffer.append(item)
-            # `_accepted`, written out: map's reader puts every item here.
-            self._enqueued += 1
-            if self._getters.parked or self._idle_workers.parked:
-                self._wake_consumer()
+            self._accepted()
             return True
         return False
 
@@ -704,7 +701,7 @@ class BoundedQueue(Scoped, Generic[T]):
 
         While workers hold slots they may come back for the items before a
         woken worker runs: then only one idle worker is woken at a time, and
-        it wakes as many more as are still needed when it runs (`_woken`).
+        it wakes up to two more if still needed when it runs (`_woken`).
         """
         getters = self._getters
         idle = self._idle_workers
@@ -718,6 +715,14 @@ class BoundedQueue(Scoped, Generic[T]):
         if idle.woken and self._active and not coming:
             return False  # the worker woken first wakes the rest it needs
         return idle.wake_one()
+
+    async def _park_idle(self, worker: Worker) -> None:
+        """Park ``worker`` in the idle line (where ending it cancels it) until it
+        is woken for an item; then wake the others still needed."""
+        worker.parked = True
+        await self._idle_workers.park()
+        worker.parked = False
+        self._woken()
 
     def _woken(self) -> None:
         """A worker woken for an item: wake up to two more, if still needed.
@@ -733,9 +738,9 @@ class BoundedQueue(Scoped, Generic[T]):
     def _finished(self) -> None:
         self._processed += 1
         if self._join_event is not None:
-            self._finished_joiners()
+            self._release_joiners_if_done()
 
-    def _finished_joiners(self) -> None:
+    def _release_joiners_if_done(self) -> None:
         if not self._unfinished():
             self._release_joiners()
 
@@ -743,8 +748,8 @@ class BoundedQueue(Scoped, Generic[T]):
         self._unprocessed.append(item)
         if self._on_abandoned is not None:
             self._on_abandoned(item)
-        if self._join_event is not None and not self._unfinished():
-            self._release_joiners()
+        if self._join_event is not None:
+            self._release_joiners_if_done()
 
     def _in_flight_now(self) -> int:
         # Not counted as items come and go (that would cost twice per item): the
@@ -876,7 +881,6 @@ class BoundedQueue(Scoped, Generic[T]):
         handled inline; the others go through `_handle`.
         """
         self._pool.entered(worker)
-        idle = self._idle_workers
         producers = self._producers
         buffer = self._buffer
         func = job.func
@@ -896,10 +900,7 @@ class BoundedQueue(Scoped, Generic[T]):
                     # (woken, or looking): pass that on, to a get() perhaps.
                     if buffer:
                         self._wake_consumer()
-                    worker.parked = True
-                    await idle.park()
-                    worker.parked = False
-                    self._woken()
+                    await self._park_idle(worker)
                     continue
                 # Hold the slot while there is work; give it back to go idle,
                 # or as soon as the limit has been lowered below those held.
@@ -943,7 +944,7 @@ class BoundedQueue(Scoped, Generic[T]):
                                     sink(Outcome(item, value, None, 1, duration))
                                 self._processed += 1
                                 if self._join_event is not None:
-                                    self._finished_joiners()
+                                    self._release_joiners_if_done()
                         else:
                             mark = None
                             await self._handle(entry, job)
@@ -975,10 +976,7 @@ class BoundedQueue(Scoped, Generic[T]):
                         self._looking -= 1
                     if worker.stopping or buffer:
                         continue
-                worker.parked = True
-                await idle.park()
-                worker.parked = False
-                self._woken()
+                await self._park_idle(worker)
         finally:
             # Woken for an item, then told to stop before it ran: pass it on.
             if self._buffer and self._status is _PROCESSING:
