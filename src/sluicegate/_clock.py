@@ -70,9 +70,10 @@ _MONOTONIC_LOOPS: dict[type, bool] = {}
 _MAX_LAG = 1.0
 
 
-def reader(clock: Clock) -> Callable[[], float]:
-    """How to read ``clock`` on a hot path in the running event loop."""
-    if isinstance(clock, AnyIOClock):
+def reader(clock: Clock | None) -> Callable[[], float]:
+    """How to read ``clock`` (None: the event loop's) on a hot path in the
+    running event loop."""
+    if clock is None or isinstance(clock, AnyIOClock):
         return loop_clock()
     return clock.current_time
 

@@ -18,7 +18,7 @@ from anyio import create_task_group
 from anyio.abc import TaskGroup
 
 from ._checks import check_iterable, check_optional_int
-from ._clock import Clock, loop_clock
+from ._clock import Clock, reader
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
@@ -565,7 +565,7 @@ class Executor(Scoped, Generic[E]):
 
     def _bind_clock(self) -> None:
         # One lookup per run instead of one per reading.
-        self._now = loop_clock() if self._clock is None else self._clock.current_time
+        self._now = reader(self._clock)
         # A rate limiter on the same clock can use the reading the start rate took.
         limiter = self._rate_limiter
         self._limiter_shares_clock = limiter is not None and limiter._uses_clock(
