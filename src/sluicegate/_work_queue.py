@@ -22,6 +22,7 @@ from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
+from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
     BoundedQueue,
     ErrorHandler,
@@ -31,10 +32,8 @@ from ._queue import (
     _Default,
     _Job,
     check_item_timeout,
-    check_rate_limiter,
     check_retry,
 )
-from ._rate_limit import RateLimiter
 from ._results import MapResults
 from ._retry import RetryPolicy
 from ._statistics import QueueStatistics
@@ -78,7 +77,7 @@ class WorkQueue(Generic[T]):
         concurrency_limit: int | None = None,
         *,
         logger: logging.Logger | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
@@ -100,7 +99,7 @@ class WorkQueue(Generic[T]):
         config: QueueConfig,
         *,
         logger: logging.Logger | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
@@ -128,7 +127,7 @@ class WorkQueue(Generic[T]):
         return self._queue
 
     @property
-    def rate_limiter(self) -> RateLimiter | None:
+    def rate_limiter(self) -> RateLimiterProtocol | None:
         """The RateLimiter each call takes a token from, if any."""
         return self._rate_limiter
 
