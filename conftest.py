@@ -21,32 +21,30 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
+import uvloop
 from sybil import Document, Example, Region, Sybil
 from sybil.evaluators.python import pad
 from sybil.parsers.markdown import CodeBlockParser as MarkdownCodeBlockParser
 from sybil.parsers.markdown import SkipParser as MarkdownSkipParser
 from sybil.parsers.rest import CodeBlockParser as RestCodeBlockParser
 from sybil.parsers.rest import SkipParser as RestSkipParser
+from trio.testing import MockClock
 
 #: Languages that are shown and not run.
 SHOWN_ONLY = frozenset({"console", "text"})
 
 
 def _backends() -> list[tuple[str, dict[str, Any]]]:
-    from trio.testing import MockClock
-
-    backends: list[tuple[str, dict[str, Any]]] = [("asyncio", {})]
-    if sys.platform != "win32":
-        import uvloop
-
-        backends.append(("asyncio", {"loop_factory": uvloop.new_event_loop}))
-    backends.append(("trio", {"clock": MockClock(autojump_threshold=0)}))
-    return backends
+    """The backends of the test suite (tests/conftest.py), for one block's run."""
+    return [
+        ("asyncio", {}),
+        ("asyncio", {"loop_factory": uvloop.new_event_loop}),
+        ("trio", {"clock": MockClock(autojump_threshold=0)}),
+    ]
 
 
 def evaluate(example: Example) -> None:
@@ -63,10 +61,10 @@ def evaluate(example: Example) -> None:
     namespace = example.namespace
     if code.co_flags & inspect.CO_COROUTINE:
         for backend, options in _backends():
-            make: Callable[[], Awaitable[None]] = lambda: eval(code, namespace)  # noqa: E731, S307
+            make: Callable[[], Awaitable[None]] = lambda: eval(code, namespace)  # noqa: E731
             anyio.run(make, backend=backend, backend_options=options)
     else:
-        exec(code, namespace)  # noqa: S102
+        exec(code, namespace)
     namespace.pop("__builtins__", None)
 
 

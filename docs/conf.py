@@ -12,7 +12,7 @@ from typing import Any
 
 project = "sluicegate"
 author = "sluicegate developers"
-copyright = "sluicegate developers"  # noqa: A001 - the name Sphinx reads
+copyright = "sluicegate developers"
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -28,6 +28,8 @@ html_title = "sluicegate"
 # docstrings in src/ mean by single backticks); a name it cannot find is shown as
 # code, without a link.
 default_role = "py:obj"
+# Pages name the public API as `BoundedQueue`, not `sluicegate.BoundedQueue`.
+rst_prolog = ".. currentmodule:: sluicegate\n"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
@@ -64,14 +66,14 @@ intersphinx_mapping = {
 _property_docstrings: dict[str, list[str]] = {}
 
 
-def _keep_property_docstring(
+def _keep_property_docstring(  # noqa: PLR0917 - Sphinx's signature
     app: object, what: str, name: str, obj: object, options: object, lines: list[str]
 ) -> None:
     if what == "property":
         _property_docstrings[name] = list(lines)
 
 
-def _restore_property_docstring(
+def _restore_property_docstring(  # noqa: PLR0917 - Sphinx's signature
     app: object, what: str, name: str, obj: object, options: object, lines: list[str]
 ) -> None:
     if what == "property" and name in _property_docstrings:
