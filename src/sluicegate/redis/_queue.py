@@ -6,14 +6,12 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from functools import partial
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
-import coredis
 from anyio import (
     CancelScope,
     Event,
@@ -43,7 +41,19 @@ from sluicegate._queue import (
     _Default,
 )
 
-from ._calls import TRANSIENT, Script, read_group, shielded
+from ._calls import TRANSIENT, read_group
+from ._client import (
+    CALL_TIMEOUT,
+    LuaScript,
+    RedisClient,
+    check_client,
+    check_open,
+    check_timeout,
+    ints,
+    open_client,
+    shielded,
+    tagged_key,
+)
 from ._serializer import JsonSerializer, Serializer, check_serializer
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
@@ -61,13 +71,13 @@ PUT_CHUNK: Final = 256
 #: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
 RELEASED_IDLE_MS: Final = 10**12
 
-_PUT = Script("queue_put.lua")
-_ACK = Script("queue_ack.lua")
-_RECLAIM = Script("queue_reclaim.lua")
-_DEAD = Script("queue_dead.lua")
-_RELEASE = Script("queue_release.lua")
-_HEARTBEAT = Script("queue_heartbeat.lua")
-_BOOKS = Script("queue_books.lua")
+_PUT = LuaScript("queue_put.lua")
+_ACK = LuaScript("queue_ack.lua")
+_RECLAIM = LuaScript("queue_reclaim.lua")
+_DEAD = LuaScript("queue_dead.lua")
+_RELEASE = LuaScript("queue_release.lua")
+_HEARTBEAT = LuaScript("queue_heartbeat.lua")
+_BOOKS = LuaScript("queue_books.lua")
 
 
 @attrs.frozen
@@ -170,7 +180,7 @@ class RedisWorkQueue(Generic[T]):
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient | str,
         name: str,
         *,
         maxsize: int = 1000,
@@ -181,7 +191,7 @@ class RedisWorkQueue(Generic[T]):
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
         logger: logging.Logger | None = None,
-        call_timeout: float = 10.0,
+        call_timeout: float = CALL_TIMEOUT,
         reconnect_timeout: float = 30.0,
     ) -> None:
         if isinstance(redis, str):
@@ -192,20 +202,13 @@ class RedisWorkQueue(Generic[T]):
                 )
             self._url: str | None = redis
             self._client: Any = None
-        elif hasattr(redis, "evalsha") and hasattr(redis, "connection_pool"):
-            self._url = None
-            self._client = redis
         else:
-            raise TypeError(
-                f"redis must be a coredis.Redis client or a URL, got {redis!r}"
-            )
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str, got {name!r}")
-        if "{" in name or "}" in name:
-            raise ValueError(
-                f"name must not contain braces (it becomes the hash tag "
-                f"{{name}} of the queue's keys), got {name!r}"
-            )
+            self._url = None
+            self._client = check_client(redis, "redis")
+        self._stream: Final = tagged_key(name, "stream", "name")
+        self._dead: Final = tagged_key(name, "dead", "name")
+        self._books_key: Final = tagged_key(name, "books", "name")
+        self._token_prefix: Final = tagged_key(name, "put:", "name")
         self._name: Final = name
         self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
         self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
@@ -216,25 +219,17 @@ class RedisWorkQueue(Generic[T]):
         self._serializer: Serializer = (
             JsonSerializer() if serializer is None else check_serializer(serializer)
         )
-        idle = check_seconds("claim_idle", claim_idle, allow_none=False)
-        if not idle or idle == float("inf"):
-            raise ValueError(f"claim_idle must be > 0 and finite, got {claim_idle!r}")
-        self._claim_idle: Final = idle
+        self._claim_idle: Final = check_timeout(claim_idle, "claim_idle")
         self._max_deliveries: Final = check_int(
             "max_deliveries", max_deliveries, minimum=1
         )
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
-        self._call_timeout: Final = _positive("call_timeout", call_timeout)
-        self._reconnect_timeout: Final = _positive(
-            "reconnect_timeout", reconnect_timeout
+        self._call_timeout: Final = check_timeout(call_timeout, "call_timeout")
+        self._reconnect_timeout: Final = check_timeout(
+            reconnect_timeout, "reconnect_timeout"
         )
-        tag = "{" + name + "}"
-        self._stream: Final = f"{tag}:stream"
-        self._dead: Final = f"{tag}:dead"
-        self._books_key: Final = f"{tag}:books"
-        self._token_prefix: Final = f"{tag}:put:"
         self._consumer: Final = (
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
@@ -397,7 +392,8 @@ class RedisWorkQueue(Generic[T]):
                 "opens lives in `async with queue:`; use that, or pass a "
                 "coredis client you opened yourself"
             )
-        await self._call(self._ensure_group)
+        check_open(self._client)
+        await shielded(self._ensure_group, self._call_timeout)
         self._status = QueueStatus.PROCESSING
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -444,13 +440,9 @@ class RedisWorkQueue(Generic[T]):
     async def books(self) -> RedisQueueBooks:
         """Read the global books in one atomic call (also kept for `metrics`)."""
         raw = await self._call(
-            lambda: _BOOKS(
-                self._client,
-                [self._stream, self._books_key, self._dead],
-                [GROUP],
-            )
+            _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
         )
-        values = _ints(raw, 6, "books")
+        values = ints(raw, 6, "the books script")
         enqueued, acked, dead, pending, length, dead_length = values
         self._books = RedisQueueBooks(
             enqueued=enqueued,
@@ -494,9 +486,7 @@ class RedisWorkQueue(Generic[T]):
         stop this process's part on the way out."""
         async with AsyncExitStack() as stack:
             if self._url is not None:
-                client = coredis.Redis.from_url(self._url)
-                await stack.enter_async_context(client)
-                self._client = client
+                self._client = await stack.enter_async_context(open_client(self._url))
                 stack.callback(setattr, self, "_client", None)
             await self.start()
             async with create_task_group() as tg:
@@ -603,9 +593,9 @@ class RedisWorkQueue(Generic[T]):
         for field, payload in payloads:
             args += [field, payload]
         raw = await self._call_retrying(
-            lambda: _PUT(self._client, [self._stream, self._books_key, token], args)
+            _PUT, [self._stream, self._books_key, token], args
         )
-        took, _outstanding = _ints(raw, 2, "put")
+        took, _outstanding = ints(raw, 2, "the put script")
         if not 0 <= took <= len(payloads):
             raise RuntimeError(f"the put script accepted {took} of {len(payloads)}")
         return took
@@ -785,11 +775,7 @@ class RedisWorkQueue(Generic[T]):
         try:
             with CancelScope(shield=True):
                 await self._call_retrying(
-                    lambda: _ACK(
-                        self._client,
-                        [self._stream, self._books_key],
-                        [GROUP, entry.id],
-                    )
+                    _ACK, [self._stream, self._books_key], [GROUP, entry.id]
                 )
         except TRANSIENT as exc:
             self._logger.error(
@@ -844,7 +830,7 @@ class RedisWorkQueue(Generic[T]):
                             raise
                         # The stream or group is gone (deleted, or a server
                         # restarted empty): make them again.
-                        await self._call(self._ensure_group)
+                        await shielded(self._ensure_group, self._call_timeout)
                         continue
                     trouble.reset()
                     self._hand_over(entries, processing)
@@ -869,18 +855,16 @@ class RedisWorkQueue(Generic[T]):
     async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
         """Take over idle entries; True too if the scan of the PEL goes on."""
         raw = await self._call(
-            lambda: _RECLAIM(
-                self._client,
-                [self._stream, self._books_key, self._dead],
-                [
-                    GROUP,
-                    self._consumer,
-                    int(self._claim_idle * 1000),
-                    self._claim_cursor,
-                    count,
-                    self._max_deliveries,
-                ],
-            )
+            _RECLAIM,
+            [self._stream, self._books_key, self._dead],
+            [
+                GROUP,
+                self._consumer,
+                int(self._claim_idle * 1000),
+                self._claim_cursor,
+                count,
+                self._max_deliveries,
+            ],
         )
         if not (isinstance(raw, list) and len(raw) == 3):
             raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
@@ -917,11 +901,9 @@ class RedisWorkQueue(Generic[T]):
         if unreadable:
             args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
             moved = await self._call_retrying(
-                lambda: _DEAD(
-                    self._client, [self._stream, self._books_key, self._dead], args
-                )
+                _DEAD, [self._stream, self._books_key, self._dead], args
             )
-            self._counts["dead_lettered_here"] += _ints([moved], 1, "dead")[0]
+            self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
         return entries
 
     def _hand_over(self, entries: list[_Entry[T]], processing: _Processing[T]) -> None:
@@ -941,9 +923,7 @@ class RedisWorkQueue(Generic[T]):
                     continue
                 args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
                 try:
-                    await self._call(
-                        partial(_HEARTBEAT, self._client, [self._stream], args)
-                    )
+                    await self._call(_HEARTBEAT, [self._stream], args)
                 except TRANSIENT as exc:
                     await trouble.pause(self._logger, self._name, exc)
                 else:
@@ -979,11 +959,9 @@ class RedisWorkQueue(Generic[T]):
         try:
             with CancelScope(shield=True):
                 await self._call_retrying(
-                    lambda: _RELEASE(
-                        self._client,
-                        [self._stream],
-                        [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
-                    )
+                    _RELEASE,
+                    [self._stream],
+                    [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
                 )
         finally:
             for entry in entries:
@@ -1000,26 +978,25 @@ class RedisWorkQueue(Generic[T]):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """One shielded call with raw bytes replies, bounded by call_timeout."""
+    async def _call(
+        self, script: LuaScript, keys: list[str], args: Sequence[Any]
+    ) -> object:
+        """Run ``script`` shielded, bounded by call_timeout; replies as bytes
+        (a client that decodes replies would garble binary items)."""
+        client = self._client
+        with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
+            return await script.run(client, keys, args, timeout=self._call_timeout)
 
-        async def raw() -> Any:
-            client = self._client
-            if hasattr(client, "decoding"):
-                with client.decoding(False):
-                    return await call()
-            return await call()
-
-        return await shielded(raw, self._call_timeout)
-
-    async def _call_retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call_retrying(
+        self, script: LuaScript, keys: list[str], args: Sequence[Any]
+    ) -> object:
         """`_call`, tried again through connection trouble for up to
-        reconnect_timeout (for calls that are safe to repeat)."""
+        reconnect_timeout (every script but reclaim is safe to repeat)."""
         deadline = current_time() + self._reconnect_timeout
         trouble = _Backoff()
         while True:
             try:
-                return await self._call(call)
+                return await self._call(script, keys, args)
             except TRANSIENT as exc:
                 if current_time() + trouble.delay > deadline:
                     raise
@@ -1066,25 +1043,3 @@ class _Backoff:
     def reset(self) -> None:
         self.delay = 0.05
         self.logged = False
-
-
-def _positive(name: str, value: object) -> float:
-    seconds = check_seconds(name, value, allow_none=False)
-    assert seconds is not None
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"{name} must be > 0 and finite, got {value!r}")
-    return seconds
-
-
-def _ints(raw: object, count: int, script: str) -> list[int]:
-    """Check that a script's reply is ``count`` integers (replies are untyped)."""
-    if (
-        not isinstance(raw, list)
-        or len(raw) != count
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
-    ):
-        raise RuntimeError(
-            f"unexpected reply from the {script} script: {raw!r} (expected "
-            f"{count} integers)"
-        )
-    return raw
