@@ -22,7 +22,7 @@ from anyio import (
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
-from coredis.exceptions import ResponseError
+from coredis.exceptions import ResponseError, StreamDuplicateConsumerGroupError
 
 from sluicegate._checks import (
     check_callable,
@@ -972,11 +972,8 @@ class RedisWorkQueue(Generic[T]):
     # -- Redis calls ---------------------------------------------------------
 
     async def _ensure_group(self) -> None:
-        try:
+        with suppress(StreamDuplicateConsumerGroupError):  # BUSYGROUP: it exists
             await self._client.xgroup_create(self._stream, GROUP, "0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     async def _call(
         self, script: LuaScript, keys: list[str], args: Sequence[Any]
