@@ -233,7 +233,6 @@ async def test_stop_hands_fetched_items_back_to_the_group(
             await until(lambda: first.in_flight >= 3)
             await first.stop(timeout=0.05)
         assert ran == []
-        assert sorted(first.unprocessed) == sorted(first.unprocessed)[:3]
         assert len(first.unprocessed) == 3
         assert first.metrics["released"] == 3
         async with second:

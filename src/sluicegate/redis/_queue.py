@@ -22,7 +22,11 @@ from anyio import (
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
-from coredis.exceptions import ResponseError, StreamDuplicateConsumerGroupError
+from coredis.exceptions import (
+    ResponseError,
+    StreamDuplicateConsumerGroupError,
+    UnblockedError,
+)
 
 from sluicegate._checks import (
     check_callable,
@@ -826,7 +830,10 @@ class RedisWorkQueue(Generic[T]):
                         await trouble.pause(self._logger, self._name, exc)
                         continue
                     except ResponseError as exc:
-                        if "NOGROUP" not in str(exc):
+                        # UNBLOCKED: the stream was deleted under XREADGROUP.
+                        if "NOGROUP" not in str(exc) and not isinstance(
+                            exc, UnblockedError
+                        ):
                             raise
                         # The stream or group is gone (deleted, or a server
                         # restarted empty): make them again.

@@ -3,6 +3,9 @@
 -- another consumer has taken over meanwhile is left to it.
 -- KEYS[1] the stream. ARGV[1] the group, ARGV[2] this consumer, ARGV[3..] ids.
 -- Returns how many are still held.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0  -- the stream is gone (deleted, or a server restarted empty)
+end
 local n = 0
 for i = 3, #ARGV do
   local id = ARGV[i]

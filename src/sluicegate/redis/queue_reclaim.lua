@@ -4,6 +4,9 @@
 -- KEYS[1] the stream, KEYS[2] the books, KEYS[3] the dead stream.
 -- ARGV: group, consumer, min_idle (ms), cursor, count, max_deliveries.
 -- Returns {next cursor, {{id, fields, deliveries}, ...}, dead-lettered now}.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'0-0', {}, 0}  -- the stream is gone (deleted, or a server restarted empty)
+end
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3],
   ARGV[4], 'COUNT', ARGV[5])
 local max = tonumber(ARGV[6])

@@ -3,6 +3,9 @@
 -- take back the delivery that never ran (they were fetched, not started).
 -- KEYS[1] the stream. ARGV[1] the group, ARGV[2] this consumer, ARGV[3] idle
 -- (ms), ARGV[4..] ids. Returns how many were handed back (those still ours).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0  -- the stream is gone (deleted, or a server restarted empty)
+end
 local n = 0
 for i = 4, #ARGV do
   local id = ARGV[i]
