@@ -21,7 +21,7 @@ from anyio import (
     sleep,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from coredis.exceptions import (
     ResponseError,
     StreamDuplicateConsumerGroupError,
@@ -527,7 +527,9 @@ class RedisWorkQueue(Generic[T]):
 
         While ``maxsize`` items are outstanding (across all processes), wait up
         to ``timeout`` seconds (default: the queue's ``timeout``) for room,
-        then return False and count a backpressure event.
+        then return False and count a backpressure event. Redis cannot wake
+        a waiting producer, so it tries again after each item this process
+        settles, and otherwise after 5 ms, backing off to every 100 ms.
 
         The put is idempotent in Redis (a call coredis sends again after a lost
         reply adds nothing twice), and keeps trying through a lost connection
@@ -564,6 +566,8 @@ class RedisWorkQueue(Generic[T]):
         accepted = 0
         delay = 0.005
         while accepted < len(payloads):
+            if accepted:
+                await checkpoint_if_cancelled()  # between chunks: none half put
             chunk = payloads[accepted : accepted + PUT_CHUNK]
             took = await self._put_chunk(chunk)
             accepted += took
