@@ -11,6 +11,9 @@ An example that drifts from the API fails the test suite:
 - Setup a reader need not see goes in an invisible block:
   ``<!-- invisible-code-block: python`` in Markdown, ``.. invisible-code-block:
   python`` in reStructuredText.
+- A block that uses ``sluicegate.redis`` runs against the redis-server at
+  ``SLUICEGATE_REDIS_URL``, with trio on its real clock (a MockClock would jump
+  past every wait for the server).
 - A ``console`` (or ``text``) block is shown and not run. A block in any other
   language fails, and so does a reST ``::`` literal block, so that nothing that
   looks like code goes unrun.
@@ -20,11 +23,18 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
+import pytest
 import uvloop
 from sybil import Document, Example, Region, Sybil
 from sybil.evaluators.python import pad
@@ -38,13 +48,82 @@ from trio.testing import MockClock
 SHOWN_ONLY = frozenset({"console", "text"})
 
 
-def _backends() -> list[tuple[str, dict[str, Any]]]:
+def _backends(*, real_clock: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """The backends of the test suite (tests/conftest.py), for one block's run."""
     return [
         ("asyncio", {}),
         ("asyncio", {"loop_factory": uvloop.new_event_loop}),
-        ("trio", {"clock": MockClock(autojump_threshold=0)}),
+        ("trio", {} if real_clock else {"clock": MockClock(autojump_threshold=0)}),
     ]
+
+
+# -- a redis-server for the session -----------------------------------------------
+
+HOW_TO_START_REDIS = (
+    "no redis-server: install one (apt-get install redis-server) so that the "
+    "tests start it, or start one, e.g. `redis-server --port 6390 --save '' "
+    "--appendonly no`, and set SLUICEGATE_REDIS_URL=redis://127.0.0.1:6390/0"
+)
+_redis: list[subprocess.Popen[bytes]] = []
+_redis_dir: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start a redis-server from the PATH for the session, unless
+    ``SLUICEGATE_REDIS_URL`` names one (``.ci/run`` starts its own)."""
+    binary = shutil.which("redis-server")
+    if os.environ.get("SLUICEGATE_REDIS_URL") or binary is None:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    directory = tempfile.TemporaryDirectory()
+    _redis_dir.append(directory)
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", directory.name],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _redis.append(proc)
+    _wait_for_ping(port, proc)
+    os.environ["SLUICEGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _redis:
+        proc = _redis.pop()
+        proc.terminate()
+        proc.wait(10)
+        del os.environ["SLUICEGATE_REDIS_URL"]
+    while _redis_dir:
+        _redis_dir.pop().cleanup()
+
+
+def _wait_for_ping(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+def redis_url() -> str:
+    """The session's redis-server; skips (fails in CI) without one."""
+    url = os.environ.get("SLUICEGATE_REDIS_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(HOW_TO_START_REDIS)
+        pytest.skip(HOW_TO_START_REDIS)
+    return url
 
 
 def evaluate(example: Example) -> None:
@@ -59,8 +138,11 @@ def evaluate(example: Example) -> None:
         dont_inherit=True,
     )
     namespace = example.namespace
+    uses_redis = "sluicegate.redis" in example.parsed
+    if uses_redis:
+        redis_url()  # skips without a server
     if code.co_flags & inspect.CO_COROUTINE:
-        for backend, options in _backends():
+        for backend, options in _backends(real_clock=uses_redis):
             make: Callable[[], Awaitable[None]] = lambda: eval(code, namespace)  # noqa: E731
             anyio.run(make, backend=backend, backend_options=options)
     else:
