@@ -11,7 +11,7 @@ from ._events import Event, Execution, ExecutionStatus
 from ._exceptions import QueueError, QueueStateError, StrayCancellationError
 from ._executor import Executor
 from ._protocols import QueueProtocol
-from ._queue import BoundedQueue, QueueStatus
+from ._queue import USE_QUEUE_TIMEOUT, BoundedQueue, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy, parse_retry_after
@@ -19,6 +19,7 @@ from ._statistics import QueueStatistics
 from ._work_queue import WorkQueue
 
 __all__ = [
+    "USE_QUEUE_TIMEOUT",
     "BoundedQueue",
     "Clock",
     "Event",
@@ -37,6 +38,7 @@ __all__ = [
     "RetryAfter",
     "RetryPolicy",
     "StrayCancellationError",
+    "UseQueueTimeout",
     "WorkQueue",
     "parse_retry_after",
 ]

@@ -23,7 +23,7 @@ from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
-from ._queue import QueueStatus, _Default
+from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy
@@ -267,7 +267,9 @@ class Executor(Scoped, Generic[E]):
             self._drawn.remove(event)
 
     async def put(
-        self, event: E, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        event: E,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Queue one event: True once accepted, False on backpressure.
 

@@ -49,7 +49,7 @@ from ._statistics import QueueStatistics
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
 
-__all__ = ["BoundedQueue", "QueueStatus"]
+__all__ = ["USE_QUEUE_TIMEOUT", "BoundedQueue", "QueueStatus", "UseQueueTimeout"]
 
 T = TypeVar("T")
 
@@ -71,11 +71,18 @@ class QueueStatus(str, enum.Enum):
     STOPPED = "stopped"
 
 
-class _Default(enum.Enum):
-    TIMEOUT = enum.auto()
+class UseQueueTimeout(enum.Enum):
+    """The type of `USE_QUEUE_TIMEOUT`, the default of ``put``'s ``timeout``."""
+
+    USE_QUEUE_TIMEOUT = "USE_QUEUE_TIMEOUT"
+
+    def __repr__(self) -> str:
+        return self.value
 
 
-_DEFAULT: Final = _Default.TIMEOUT
+#: ``put(item, timeout=USE_QUEUE_TIMEOUT)``, the default: wait as long as the
+#: queue's own ``timeout`` says (None, as long as it takes, unless it was set).
+USE_QUEUE_TIMEOUT: Final = UseQueueTimeout.USE_QUEUE_TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
@@ -496,12 +503,15 @@ class BoundedQueue(Scoped, Generic[T]):
     # -- producers --------------------------------------------------------------
 
     async def put(
-        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Add ``item``; return True once it is accepted, False on backpressure.
 
-        On a full queue, wait up to ``timeout`` seconds (default: the queue's
-        timeout, which is None unless set: as long as it takes; 0: not at all)
+        On a full queue, wait up to ``timeout`` seconds (default,
+        `USE_QUEUE_TIMEOUT`: the queue's timeout, which is None unless set: as
+        long as it takes; 0: not at all)
         for room, then return False and count a backpressure event. A full queue
         never raises. Items waiting for a retry take room too.
 
@@ -517,7 +527,7 @@ class BoundedQueue(Scoped, Generic[T]):
             QueueStateError: the queue is not PROCESSING (also if it stops while
                 this put waits, even if it is started again before the put wakes).
         """
-        if timeout is _DEFAULT:
+        if timeout is USE_QUEUE_TIMEOUT:
             timeout = self._timeout
         elif timeout is not None:
             timeout = check_seconds("timeout", timeout, allow_none=True)

@@ -34,7 +34,7 @@ class RetryAfter(Exception):  # noqa: N818 - reads as the HTTP header it mirrors
             raise TypeError(f"seconds must be a number, got {seconds!r}")
         if not 0 <= seconds < math.inf:
             raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
-        self.seconds = float(seconds)
+        self.seconds: float = float(seconds)
         super().__init__(message or f"retry after {self.seconds:g} s")
 
     @classmethod

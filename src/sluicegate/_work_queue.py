@@ -23,12 +23,13 @@ from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
 from ._queue import (
+    USE_QUEUE_TIMEOUT,
     BoundedQueue,
     ErrorHandler,
     QueueStatus,
     Sink,
+    UseQueueTimeout,
     WorkerFunc,
-    _Default,
     _Job,
     check_item_timeout,
     check_rate_limiter,
@@ -223,7 +224,9 @@ class WorkQueue(Generic[T]):
         self._queue.put_nowait(item)
 
     async def put(
-        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Add ``item``; True once accepted, False on backpressure (see
         `BoundedQueue.put`)."""
