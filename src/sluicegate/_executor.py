@@ -353,7 +353,7 @@ class Executor(Scoped, Generic[E]):
     @asynccontextmanager
     async def _completed_events(
         self, events: Iterable[E] | AsyncIterable[E], results: MapResults[E, object]
-    ) -> AsyncIterator[AsyncIterator[E]]:
+    ) -> AsyncGenerator[AsyncIterator[E], None]:
         def deliver(event: E) -> None:
             execution = event.execution
             error = execution.error if isinstance(execution.error, Exception) else None
@@ -491,7 +491,7 @@ class Executor(Scoped, Generic[E]):
         await self._queue.join()
 
     @asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
+    async def _lifespan(self) -> AsyncGenerator[None, None]:
         self._bind_clock()
         try:
             async with self._queue:

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import attrs
 
@@ -74,7 +74,8 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
 
 
 def _check_on(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    types = value if isinstance(value, tuple) else (value,)
+    # A tuple is checked item by item, whatever the tuple's item type.
+    types = cast("tuple[object, ...]", value) if isinstance(value, tuple) else (value,)
     if all(isinstance(t, type) and issubclass(t, Exception) for t in types) and types:
         return
     if not isinstance(value, (tuple, type)) and callable(value):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -411,7 +411,7 @@ class WorkQueue(Generic[T]):
         job: _Job[T],
         num_workers: int,
         results: MapResults[T, R],
-    ) -> AsyncIterator[MapResults[T, R]]:
+    ) -> AsyncGenerator[MapResults[T, R], None]:
         self._check_no_workers("map")
         queue = self._queue
         held = queue.size + queue.delayed
