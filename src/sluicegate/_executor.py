@@ -12,7 +12,7 @@ from collections.abc import (
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -32,7 +32,7 @@ from ._work_queue import WorkQueue
 
 __all__ = ["Executor"]
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound="Event[Any]")
 
 _UNFINISHED = (ExecutionStatus.PENDING, ExecutionStatus.PROCESSING)
 # Bound once: reading an enum member costs a lookup, twice per event.
@@ -415,9 +415,10 @@ class Executor(Scoped, Generic[E]):
         await self._queue.join()
 
     def _check_new_event(self, event: object) -> None:
-        if (
-            not isinstance(event, self._event_type)
-            or getattr(event, "_executor", None) is not None
+        # The claim is read first: narrowed by isinstance, `event` would be an
+        # Event of unknown response type to a type checker.
+        if getattr(event, "_executor", None) is not None or not isinstance(
+            event, self._event_type
         ):
             self._check_event(event)  # raises, saying which rule it breaks
             self._claim(event)  # type: ignore[arg-type]
