@@ -116,6 +116,13 @@ async def test_from_config_keeps_the_item_type() -> None:
     assert_type(queue.queue, BoundedQueue[int])
     assert queue.maxsize == 4
 
+    class Jobs(WorkQueue[str]):
+        pass
+
+    jobs = Jobs.from_config(QueueConfig())
+    assert_type(jobs, Jobs)
+    assert isinstance(jobs, Jobs)
+
 
 async def test_map_outcomes_carry_item_and_value_types() -> None:
     async def double(n: int) -> str:

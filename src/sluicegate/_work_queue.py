@@ -12,7 +12,7 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -40,6 +40,9 @@ from ._results import MapResults
 from ._retry import RetryPolicy
 from ._statistics import QueueStatistics
 from ._workers import Worker
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["WorkQueue"]
 
@@ -105,8 +108,11 @@ class WorkQueue(Generic[T]):
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
-    ) -> WorkQueue[T]:
+    ) -> Self:
         """A WorkQueue of ``config.queue_capacity`` items and its concurrency limit.
+
+        ``WorkQueue[int].from_config(config)`` is a ``WorkQueue[int]`` (a
+        subclass's, an instance of that subclass).
 
         ``capacity_refresh_time`` is not used here: it limits the rate at which an
         Executor starts events. The other arguments are the constructor's.
