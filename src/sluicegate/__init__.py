@@ -5,6 +5,8 @@ Runs unchanged on asyncio (with or without uvloop) and on trio, through AnyIO.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, Execution, ExecutionStatus
@@ -17,6 +19,12 @@ from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy, parse_retry_after
 from ._statistics import QueueStatistics
 from ._work_queue import WorkQueue
+
+try:
+    #: This distribution's version, as installed (pip or uv wrote it down).
+    __version__: str = _metadata.version("sluicegate")
+except _metadata.PackageNotFoundError:  # pragma: no cover - imported uninstalled
+    __version__ = "0+unknown"
 
 __all__ = [
     "USE_QUEUE_TIMEOUT",
