@@ -7,6 +7,7 @@ import time
 import anyio
 import pytest
 
+import sluicegate._clock
 from sluicegate import Event, Executor, QueueConfig, RateLimiter
 from sluicegate._clock import AnyIOClock, loop_clock
 
@@ -29,6 +30,20 @@ async def test_the_default_clock_is_the_event_loops() -> None:
         assert before <= now <= bound
         assert bound - before < 0.5
         await anyio.sleep(0.001)
+
+
+async def test_asyncio_loops_are_read_through_time_monotonic(
+    anyio_backend_name: str,
+) -> None:
+    """The default loop's and uvloop's time() are time.monotonic's (uvloop's
+    rounded down): the clock is bound to time.monotonic itself, which is
+    cheaper than a call of loop.time() and finer than uvloop's."""
+    for _ in range(50):  # whatever the order of the readings inside
+        if anyio_backend_name == "trio":
+            assert loop_clock() is not time.monotonic  # the MockClock's time
+        else:
+            assert loop_clock() is time.monotonic
+        sluicegate._clock._MONOTONIC_LOOPS.clear()
 
 
 async def test_time_passes_within_one_turn_of_the_loop(anyio_backend_name: str) -> None:

@@ -17,7 +17,16 @@ import pytest
 from anyio.abc import TaskStatus
 from fake_clock import FakeClock, all_blocked, max_in_window
 
-from sluicegate import RateLimiter, WorkQueue
+from sluicegate import (
+    Event,
+    Executor,
+    QueueConfig,
+    RateLimiter,
+    RateLimiterProtocol,
+    RetryAfter,
+    RetryPolicy,
+    WorkQueue,
+)
 from sluicegate._clock import AnyIOClock
 
 GUARD = 10
@@ -231,7 +240,9 @@ async def test_one_limiter_shared_by_two_queues() -> None:
 
 
 def test_rate_limiter_argument_is_checked() -> None:
-    with pytest.raises(TypeError, match="rate_limiter must be a RateLimiter or None"):
+    with pytest.raises(
+        TypeError, match="rate_limiter must be a RateLimiter, or an object with"
+    ):
         WorkQueue(rate_limiter=5)  # type: ignore[arg-type]
 
 
@@ -955,3 +966,79 @@ async def test_async_with_a_limiter_takes_one_token() -> None:
             tg.cancel_scope.cancel()
     # Two at once (the burst), then one every half second.
     assert times == [0.0, 0.0, 0.5, 1.0]
+
+
+# -- RateLimiterProtocol: any limiter object ------------------------------------------
+
+
+class CountingLimiter:
+    """A limiter of the user's own: grants at once, records what it was asked."""
+
+    def __init__(self) -> None:
+        self.acquired: list[float] = []
+        self.held: list[float] = []
+
+    async def acquire(self, tokens: float = 1) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.acquired.append(tokens)
+
+    def hold(self, seconds: float) -> None:
+        self.held.append(seconds)
+
+
+def test_rate_limiter_satisfies_the_protocol() -> None:
+    assert isinstance(RateLimiter(1), RateLimiterProtocol)
+    assert isinstance(CountingLimiter(), RateLimiterProtocol)
+
+
+@pytest.mark.parametrize("limiter", [object(), 5, RateLimiter])
+def test_an_object_without_acquire_and_hold_is_refused(limiter: object) -> None:
+    with pytest.raises(TypeError, match=r"acquire\(tokens=1\)` and `hold\(seconds\)"):
+        WorkQueue(rate_limiter=limiter)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"acquire\(tokens=1\)` and `hold\(seconds\)"):
+        Executor(Ping, rate_limiter=limiter)  # type: ignore[arg-type]
+
+
+async def test_a_work_queue_awaits_a_limiter_of_your_own_per_call() -> None:
+    """Each call, retries included, first awaits the limiter's acquire; a
+    RetryAfter holds it for the seconds the call asked."""
+    limiter = CountingLimiter()
+    tries: dict[int, int] = {}
+
+    async def work(item: int) -> None:
+        tries[item] = tries.get(item, 0) + 1
+        if item == 0 and tries[item] == 1:
+            raise RetryAfter(0)
+
+    with anyio.fail_after(GUARD):
+        queue = WorkQueue[int](rate_limiter=limiter, retry=RetryPolicy(attempts=2))
+        await queue.batch_process(range(5), work, 2)
+    assert queue.metrics["processed"] == 5
+    assert limiter.acquired == [1] * 6  # five items, one retried
+    assert limiter.held == [0.0]
+
+
+class Ping(Event):
+    def __init__(self, pushback: float | None = None) -> None:
+        super().__init__()
+        self.pushback = pushback
+
+    async def invoke(self) -> str:
+        await anyio.lowlevel.checkpoint()
+        if self.pushback is not None:
+            pushback, self.pushback = self.pushback, None
+            raise RetryAfter(pushback)
+        return "pong"
+
+
+async def test_an_executor_awaits_a_limiter_of_your_own_per_call() -> None:
+    limiter = CountingLimiter()
+    config = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)
+    with anyio.fail_after(GUARD):
+        async with Executor(
+            Ping, config, rate_limiter=limiter, retry=RetryPolicy(attempts=2)
+        ) as executor:
+            await executor.batch_process([Ping(), Ping(0.0), Ping()])
+    assert executor.metrics["completed"] == 3
+    assert limiter.acquired == [1] * 4
+    assert limiter.held == [0.0]

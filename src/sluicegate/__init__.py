@@ -12,7 +12,7 @@ from ._config import QueueConfig
 from ._events import Event, Execution, ExecutionStatus
 from ._exceptions import QueueError, QueueStateError, StrayCancellationError
 from ._executor import Executor
-from ._protocols import QueueProtocol
+from ._protocols import QueueProtocol, RateLimiterProtocol
 from ._queue import USE_QUEUE_TIMEOUT, BoundedQueue, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
@@ -43,6 +43,7 @@ __all__ = [
     "QueueStatistics",
     "QueueStatus",
     "RateLimiter",
+    "RateLimiterProtocol",
     "RetryAfter",
     "RetryPolicy",
     "StrayCancellationError",

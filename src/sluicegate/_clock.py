@@ -59,8 +59,10 @@ def loop_clock() -> Callable[[], float]:
     reads_monotonic = _MONOTONIC_LOOPS.get(kind)
     if reads_monotonic is None:
         # Its time() is monotonic's, or that rounded down (by less than a turn
-        # of the loop): checked once per kind of loop.
-        lag = time.monotonic() - loop_time()
+        # of the loop): checked once per kind of loop. The loop is read first:
+        # a reading of monotonic taken after it is never behind it.
+        loop_now = loop_time()
+        lag = time.monotonic() - loop_now
         reads_monotonic = _MONOTONIC_LOOPS[kind] = 0 <= lag < _MAX_LAG
     return time.monotonic if reads_monotonic else loop_time
 

@@ -23,6 +23,7 @@ from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
+from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
@@ -66,8 +67,9 @@ class Executor(Scoped, Generic[E]):
         event_type: The Event subclass this executor accepts.
         queue_config: Buffer size, start rate and concurrency; defaults to
             ``QueueConfig()``.
-        rate_limiter: An extra RateLimiter each call takes a token from; a call
-            raising `RetryAfter` holds it (and the start rate) for that long.
+        rate_limiter: An extra rate limiter (a `RateLimiter`, or anything that
+            satisfies `RateLimiterProtocol`) each call takes a token from; a
+            call raising `RetryAfter` holds it (and the start rate) for that long.
         clock: Where the start-rate bucket, retry delays and item timeouts read
             the time and sleep; the event loop's by default.
         logger: Where failures are logged (see `BoundedQueue.start_workers`).
@@ -85,7 +87,7 @@ class Executor(Scoped, Generic[E]):
         event_type: type[E],
         queue_config: QueueConfig | None = None,
         *,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
         retry: RetryPolicy | None = None,
@@ -102,13 +104,9 @@ class Executor(Scoped, Generic[E]):
             raise TypeError(
                 f"queue_config must be a QueueConfig or None, got {queue_config!r}"
             )
-        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
-            raise TypeError(
-                f"rate_limiter must be a RateLimiter or None, got {rate_limiter!r}"
-            )
         self._event_type = event_type
         self._config = queue_config
-        self._rate_limiter = rate_limiter
+        self._rate_limiter = check_rate_limiter(rate_limiter)
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         refresh = queue_config.capacity_refresh_time
         self._start_rate = (
@@ -120,7 +118,7 @@ class Executor(Scoped, Generic[E]):
         self._clock = clock
         # The clock events are timed with; bound to the running loop at start.
         self._now: Callable[[], float] = _unbound_clock
-        self._limiter_shares_clock = False
+        self._own_limiter: RateLimiter | None = None
         self._queue: WorkQueue[E] = WorkQueue(
             queue_config.queue_capacity,
             concurrency_limit=queue_config.concurrency_limit,
@@ -521,11 +519,11 @@ class Executor(Scoped, Generic[E]):
             await start_rate.acquire()
             started = now()
         limiter = self._rate_limiter
-        if limiter is not None and not (
-            self._limiter_shares_clock and limiter._take(started, 1)
-        ):
-            await limiter.acquire()
-            started = now()
+        if limiter is not None:
+            own = self._own_limiter  # the same object, if a RateLimiter on our clock
+            if own is None or not own._take(started, 1):
+                await limiter.acquire()
+                started = now()
         execution.status = _PROCESSING
         execution.attempts += 1
         try:
@@ -569,10 +567,13 @@ class Executor(Scoped, Generic[E]):
     def _bind_clock(self) -> None:
         # One lookup per run instead of one per reading.
         self._now = reader(self._clock)
-        # A rate limiter on the same clock can use the reading the start rate took.
+        # A RateLimiter on the same clock can use the reading the start rate
+        # took, without an await; any other limiter is awaited.
         limiter = self._rate_limiter
-        self._limiter_shares_clock = limiter is not None and limiter._uses_clock(
-            self._clock
+        self._own_limiter = (
+            limiter
+            if type(limiter) is RateLimiter and limiter._uses_clock(self._clock)
+            else None
         )
 
     def _cancel(self, event: E) -> None:

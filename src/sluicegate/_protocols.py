@@ -1,14 +1,15 @@
-"""The API that WorkQueue and Executor share, as a typing.Protocol."""
+"""The APIs that queues and rate limiters share, as typing.Protocols."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ._queue import QueueStatus
+if TYPE_CHECKING:  # the queue module checks limiters against the protocol below
+    from ._queue import QueueStatus
 
-__all__ = ["QueueProtocol"]
+__all__ = ["QueueProtocol", "RateLimiterProtocol"]
 
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -70,3 +71,36 @@ class QueueProtocol(Protocol[T_contra]):
     ) -> bool | None:
         """Wait for the work (or cancel it on an exception), then stop."""
         ...
+
+
+@runtime_checkable
+class RateLimiterProtocol(Protocol):
+    """What a queue or an executor needs from a rate limiter.
+
+    `RateLimiter` (one process) and ``sluicegate.redis.RedisRateLimiter`` (every
+    process sharing a Redis key) satisfy it; so may your own class. A queue
+    awaits `acquire` before each call (each retry too), and calls `hold` when a
+    call raises `RetryAfter`, so that everyone sharing the limiter backs off.
+    """
+
+    async def acquire(self, tokens: float = 1) -> None:
+        """Return once ``tokens`` may be spent; if cancelled, take nothing."""
+        ...
+
+    def hold(self, seconds: float) -> None:
+        """Grant nothing for the next ``seconds`` (a server's ``Retry-After``)."""
+        ...
+
+
+def check_rate_limiter(limiter: object) -> RateLimiterProtocol | None:
+    """Return ``limiter`` if it satisfies `RateLimiterProtocol` or is None."""
+    # A class has the methods too: RateLimiter instead of RateLimiter(10).
+    if limiter is not None and (
+        isinstance(limiter, type) or not isinstance(limiter, RateLimiterProtocol)
+    ):
+        raise TypeError(
+            "rate_limiter must be a RateLimiter, or an object with "
+            "`async acquire(tokens=1)` and `hold(seconds)` (RateLimiterProtocol), "
+            f"or None; got {limiter!r}"
+        )
+    return limiter

@@ -41,7 +41,7 @@ from ._checks import (
 from ._clock import AnyIOClock, Clock, check_clock, reader
 from ._delay import DelayLine
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
-from ._rate_limit import RateLimiter
+from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
@@ -72,7 +72,9 @@ class QueueStatus(str, enum.Enum):
 
 
 class UseQueueTimeout(enum.Enum):
-    """The type of `USE_QUEUE_TIMEOUT`, the default of ``put``'s ``timeout``."""
+    """`USE_QUEUE_TIMEOUT` is the default of ``put``'s ``timeout``: wait as long
+    as the queue's own ``timeout`` says. `UseQueueTimeout`, its type, is an enum
+    of that one member, for annotations."""
 
     USE_QUEUE_TIMEOUT = "USE_QUEUE_TIMEOUT"
 
@@ -116,7 +118,7 @@ class _Job(Generic[T]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         sink: Sink[T] | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiterProtocol | None = None,
     ) -> None:
         self.func = func
         self.on_error = on_error
@@ -136,13 +138,6 @@ def check_retry(retry: object) -> RetryPolicy | None:
             f"retry must be a sluicegate.RetryPolicy or None, got {retry!r}"
         )
     return retry
-
-
-def check_rate_limiter(limiter: object) -> RateLimiter | None:
-    """Return ``limiter`` if it is a RateLimiter or None."""
-    if limiter is not None and not isinstance(limiter, RateLimiter):
-        raise TypeError(f"rate_limiter must be a RateLimiter or None, got {limiter!r}")
-    return limiter
 
 
 def check_item_timeout(item_timeout: object) -> float | None:
@@ -789,7 +784,7 @@ class BoundedQueue(Scoped, Generic[T]):
         task_group: TaskGroup | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
     ) -> None:
         """Start ``num_workers`` workers that await ``worker_func(item)`` per item.
 

@@ -22,6 +22,7 @@ from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
+from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
     USE_QUEUE_TIMEOUT,
     BoundedQueue,
@@ -32,10 +33,8 @@ from ._queue import (
     WorkerFunc,
     _Job,
     check_item_timeout,
-    check_rate_limiter,
     check_retry,
 )
-from ._rate_limit import RateLimiter
 from ._results import MapResults
 from ._retry import RetryPolicy
 from ._statistics import QueueStatistics
@@ -82,7 +81,7 @@ class WorkQueue(Generic[T]):
         concurrency_limit: int | None = None,
         *,
         logger: logging.Logger | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
@@ -104,7 +103,7 @@ class WorkQueue(Generic[T]):
         config: QueueConfig,
         *,
         logger: logging.Logger | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
@@ -135,7 +134,7 @@ class WorkQueue(Generic[T]):
         return self._queue
 
     @property
-    def rate_limiter(self) -> RateLimiter | None:
+    def rate_limiter(self) -> RateLimiterProtocol | None:
         """The RateLimiter each call takes a token from, if any."""
         return self._rate_limiter
 
