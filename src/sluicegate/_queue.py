@@ -624,6 +624,19 @@ class BoundedQueue(Scoped, Generic[T]):
         self._enqueued += 1
         self._unprocessed.append(item)
 
+    def _give_up_buffered(self) -> list[T]:
+        """Take every buffered item out, oldest first, and list it in
+        `unprocessed` (a RedisWorkQueue hands them back to its group at once,
+        before its workers finish what they hold)."""
+        given_up = [_unwrap(entry) for entry in self._buffer]
+        self._buffer.clear()
+        self._unprocessed.extend(given_up)
+        if self._producers.parked:
+            self._wake_producer()
+        if self._join_event is not None:
+            self._release_joiners_if_done()
+        return given_up
+
     # -- consumers --------------------------------------------------------------
 
     def put_nowait(self, item: T) -> None:

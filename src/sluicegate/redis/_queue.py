@@ -1,0 +1,1061 @@
+# pyright: standard
+"""RedisWorkQueue: a work queue shared by processes, on a Redis stream."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+import attrs
+from anyio import (
+    CancelScope,
+    Event,
+    create_task_group,
+    current_time,
+    move_on_after,
+    sleep,
+)
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from coredis.exceptions import (
+    ResponseError,
+    StreamDuplicateConsumerGroupError,
+    UnblockedError,
+)
+
+from sluicegate._checks import (
+    check_callable,
+    check_int,
+    check_optional_int,
+    check_seconds,
+)
+from sluicegate._exceptions import QueueStateError
+from sluicegate._feed import feed
+from sluicegate._protocols import RateLimiterProtocol, check_rate_limiter
+from sluicegate._queue import (
+    USE_QUEUE_TIMEOUT,
+    BoundedQueue,
+    ErrorHandler,
+    QueueStatus,
+    UseQueueTimeout,
+    WorkerFunc,
+)
+
+from ._calls import TRANSIENT, read_group
+from ._client import (
+    CALL_TIMEOUT,
+    LuaScript,
+    RedisClient,
+    check_client,
+    check_open,
+    check_timeout,
+    ints,
+    open_client,
+    shielded,
+    tagged_key,
+)
+from ._serializer import JsonSerializer, Serializer, check_serializer
+
+__all__ = ["RedisQueueBooks", "RedisWorkQueue"]
+
+T = TypeVar("T")
+
+GROUP: Final = "sluicegate"
+#: How long the fetcher's XREADGROUP blocks: the longest a stop waits for it.
+BLOCK_MS: Final = 200
+#: How long a put token lives: a retried put script within it is not run twice.
+TOKEN_TTL: Final = 300
+#: Items per put script call.
+PUT_CHUNK: Final = 256
+#: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
+RELEASED_IDLE_MS: Final = 10**12
+
+_PUT = LuaScript("queue_put.lua")
+_ACK = LuaScript("queue_ack.lua")
+_RECLAIM = LuaScript("queue_reclaim.lua")
+_DEAD = LuaScript("queue_dead.lua")
+_RELEASE = LuaScript("queue_release.lua")
+_HEARTBEAT = LuaScript("queue_heartbeat.lua")
+_BOOKS = LuaScript("queue_books.lua")
+
+
+@attrs.frozen
+class RedisQueueBooks:
+    """The global books of a RedisWorkQueue, read in one atomic call.
+
+    ``enqueued == acknowledged + outstanding + dead_lettered`` always.
+
+    Attributes:
+        enqueued: Items ever accepted.
+        acknowledged: Items whose worker function returned or whose error was
+            recorded.
+        dead_lettered: Items moved to the dead stream (delivered more than
+            ``max_deliveries`` times, or unreadable).
+        outstanding: Items accepted and not yet acknowledged or dead-lettered.
+        pending: Of those, items delivered to a worker process (fetched,
+            running, or held by a process that died).
+        stream_length: Entries in the stream (equal to ``outstanding``).
+        dead_length: Entries in the dead stream.
+    """
+
+    enqueued: int
+    acknowledged: int
+    dead_lettered: int
+    outstanding: int
+    pending: int
+    stream_length: int
+    dead_length: int
+
+
+class _Entry(Generic[T]):
+    """One stream entry this process fetched: its id, its item, its deliveries."""
+
+    __slots__ = ("deliveries", "id", "item")
+
+    def __init__(self, entry_id: bytes, item: T, deliveries: int) -> None:
+        self.id = entry_id
+        self.item = item
+        self.deliveries = deliveries
+
+    def __repr__(self) -> str:
+        return f"<entry {self.id.decode()} {self.item!r}>"
+
+
+class _Processing(Generic[T]):
+    """One `process` call's state: its workers' local queue, its two tasks."""
+
+    def __init__(self, local: BoundedQueue[_Entry[T]], capacity: int) -> None:
+        self.local = local
+        self.capacity = capacity
+        self.fetch_scope = CancelScope()
+        self.fetched_all = Event()
+        self.heartbeat_scope = CancelScope()
+        self.released: set[bytes] = set()
+
+
+class RedisWorkQueue(Generic[T]):
+    """A bounded work queue that processes on many machines share, in Redis.
+
+    Items go into a Redis stream; every process that calls `process` runs
+    workers that take them through one consumer group, so each item goes to
+    one worker at a time. Delivery is at least once: an item is acknowledged
+    only after its worker function returned (or its error was recorded), and
+    the items of a process that died are taken over by the others after
+    ``claim_idle`` seconds, so worker functions should be idempotent.
+
+    Args:
+        redis: A ``coredis.Redis`` client (opened with ``async with`` by you)
+            or a URL (``redis://host:6379/0``), for which the queue opens and
+            closes a client of its own in its ``async with``.
+        name: The queue's name, shared by every process using the queue. Its
+            keys are ``{name}:stream``, ``{name}:dead`` (dead letters) and
+            ``{name}:books``, in one hash slot (Redis Cluster).
+        maxsize: How many items may be outstanding (accepted, not yet
+            acknowledged) across all processes; a put waits for room.
+        timeout: How long `put` waits for room by default, in seconds (None:
+            as long as it takes; 0: not at all).
+        concurrency_limit: How many items this process handles at once (None:
+            one per worker); also the default number of workers.
+        rate_limiter: Any `RateLimiterProtocol` (a ``RedisRateLimiter`` to
+            share one rate across processes); each call takes a token first.
+        serializer: How items are stored (``dumps``/``loads``; JSON by
+            default). ``bytes`` items are stored as they are.
+        claim_idle: Seconds an item may sit in a process's hands without a
+            heartbeat before another process takes it over. A live worker's
+            process renews its items every ``claim_idle / 3`` seconds, however
+            long the worker function runs.
+        max_deliveries: An item delivered more times than this (its workers
+            died, say) goes to the dead stream instead of running again.
+        logger: Where worker errors and Redis trouble are logged.
+        call_timeout: The longest one Redis call may take, in seconds.
+        reconnect_timeout: How long a put or an acknowledgement keeps trying
+            through a lost connection (the server restarting, say) before it
+            gives up: a put raises, an item left unacknowledged is taken over
+            after ``claim_idle``.
+
+    Raises:
+        TypeError, ValueError: a bad argument; the message names it.
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient | str,
+        name: str,
+        *,
+        maxsize: int = 1000,
+        timeout: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limiter: RateLimiterProtocol | None = None,
+        serializer: Serializer | None = None,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        logger: logging.Logger | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        reconnect_timeout: float = 30.0,
+    ) -> None:
+        if isinstance(redis, str):
+            if not redis.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(
+                    "redis must be a coredis client or a URL starting with "
+                    f"redis://, rediss:// or unix://, got {redis!r}"
+                )
+            self._url: str | None = redis
+            self._client: Any = None
+        else:
+            self._url = None
+            self._client = check_client(redis, "redis")
+        self._stream: Final = tagged_key(name, "stream", "name")
+        self._dead: Final = tagged_key(name, "dead", "name")
+        self._books_key: Final = tagged_key(name, "books", "name")
+        self._token_prefix: Final = tagged_key(name, "put:", "name")
+        self._name: Final = name
+        self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
+        self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
+        self._concurrency_limit: Final = check_optional_int(
+            "concurrency_limit", concurrency_limit, minimum=1
+        )
+        self._rate_limiter = check_rate_limiter(rate_limiter)
+        self._serializer: Serializer = (
+            JsonSerializer() if serializer is None else check_serializer(serializer)
+        )
+        self._claim_idle: Final = check_timeout(claim_idle, "claim_idle")
+        self._max_deliveries: Final = check_int(
+            "max_deliveries", max_deliveries, minimum=1
+        )
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
+        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
+        self._call_timeout: Final = check_timeout(call_timeout, "call_timeout")
+        self._reconnect_timeout: Final = check_timeout(
+            reconnect_timeout, "reconnect_timeout"
+        )
+        self._consumer: Final = (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self._status = QueueStatus.IDLE
+        self._task_group: TaskGroup | None = None
+        self._lifespan_stack: AsyncExitStack | None = None
+        self._processing: _Processing[T] | None = None
+        # Fetched entries not yet settled (buffered or running), by id: the
+        # heartbeat renews them, a stop hands back those not started.
+        self._held: dict[bytes, _Entry[T]] = {}
+        self._room_for_fetch: Event | None = None
+        self._settled: Event | None = None  # set when this process settles one
+        self._unprocessed: list[T] = []
+        self._books = RedisQueueBooks(0, 0, 0, 0, 0, 0, 0)
+        self._counts = dict.fromkeys(
+            (
+                "put",
+                "backpressure_events",
+                "processed",
+                "errors",
+                "reclaimed",
+                "redelivered",
+                "released",
+                "dead_lettered_here",
+            ),
+            0,
+        )
+        self._claim_cursor = b"0-0"
+        self._said_trouble = False
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name, shared by every process using it."""
+        return self._name
+
+    @property
+    def consumer(self) -> str:
+        """This queue object's consumer name in the group (host:pid:random)."""
+        return self._consumer
+
+    @property
+    def client(self) -> Any:
+        """The coredis client (None before ``async with`` opens one for a URL)."""
+        return self._client
+
+    @property
+    def status(self) -> QueueStatus:
+        """Where this queue object is in its life (`QueueStatus`)."""
+        return self._status
+
+    @property
+    def maxsize(self) -> int:
+        """How many items may be outstanding across all processes."""
+        return self._maxsize
+
+    @property
+    def timeout(self) -> float | None:
+        """How long `put` waits for room by default."""
+        return self._timeout
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """How many items this process handles at once (None: one per worker)."""
+        return self._concurrency_limit
+
+    @property
+    def claim_idle(self) -> float:
+        """Seconds before another process takes over an item left without a
+        heartbeat."""
+        return self._claim_idle
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries after which an item goes to the dead stream."""
+        return self._max_deliveries
+
+    @property
+    def rate_limiter(self) -> RateLimiterProtocol | None:
+        """The rate limiter each call takes a token from, if any."""
+        return self._rate_limiter
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """The queue's Redis keys: ``stream``, ``dead``, ``books``."""
+        return {"stream": self._stream, "dead": self._dead, "books": self._books_key}
+
+    @property
+    def worker_count(self) -> int:
+        """How many workers this process runs."""
+        processing = self._processing
+        return 0 if processing is None else processing.local.worker_count
+
+    @property
+    def in_flight(self) -> int:
+        """Items this process fetched and has not settled (buffered or running)."""
+        return len(self._held)
+
+    @property
+    def unprocessed(self) -> list[T]:
+        """A copy of the items this process handed back to the group unprocessed
+        (fetched but not started when it stopped, or cancelled while running),
+        and items a `batch_process` read but never put."""
+        return list(self._unprocessed)
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """A fresh snapshot of this process's counts, and the global books as
+        last read (by `books`, `join` or `stop`).
+
+        Global, from one atomic read: ``enqueued``, ``acknowledged``,
+        ``outstanding``, ``dead_lettered`` (``enqueued == acknowledged +
+        outstanding + dead_lettered``), ``pending``. This process's own: ``put``
+        (items it put), ``backpressure_events``, ``processed`` (errors
+        included), ``errors``, ``reclaimed`` (entries it took over from idle
+        consumers), ``redelivered`` (entries it received that had been
+        delivered before), ``released`` (entries it handed back),
+        ``dead_lettered_here``, ``in_flight`` and ``unprocessed``.
+        """
+        books = self._books
+        return {
+            "enqueued": books.enqueued,
+            "acknowledged": books.acknowledged,
+            "outstanding": books.outstanding,
+            "dead_lettered": books.dead_lettered,
+            "pending": books.pending,
+            **self._counts,
+            "in_flight": len(self._held),
+            "unprocessed": len(self._unprocessed),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisWorkQueue {self._name!r} {self._status.value}, "
+            f"maxsize={self._maxsize}, workers={self.worker_count}, "
+            f"in_flight={len(self._held)}, consumer={self._consumer!r}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the queue (create its consumer group if need be): PROCESSING.
+
+        Idempotent. With a URL instead of a client, use ``async with`` (the
+        client it opens lives in that block).
+
+        Raises:
+            QueueStateError: the queue is stopping, or was given a URL.
+        """
+        if self._status is QueueStatus.PROCESSING:
+            return
+        if self._status is QueueStatus.STOPPING:
+            raise QueueStateError(
+                "cannot start: the queue is stopping; await queue.stop() first"
+            )
+        if self._client is None:
+            raise QueueStateError(
+                "cannot start(): this queue was given a URL, and the client it "
+                "opens lives in `async with queue:`; use that, or pass a "
+                "coredis client you opened yourself"
+            )
+        check_open(self._client)
+        await shielded(self._ensure_group, self._call_timeout)
+        self._status = QueueStatus.PROCESSING
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop this process's part: no more puts or fetches; STOPPED.
+
+        The fetcher stops at once; items it fetched that no worker has started
+        are handed back to the group at once (and listed in `unprocessed`):
+        the other processes take them over. Each worker finishes the item it
+        holds; after ``timeout`` seconds (None: no limit) items still running
+        are cancelled and handed back too. Items other processes hold are not
+        touched.
+        """
+        timeout = check_seconds("timeout", timeout, allow_none=True)
+        if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
+            self._status = QueueStatus.STOPPED
+            return
+        self._status = QueueStatus.STOPPING
+        try:
+            await self._end_processing(timeout)
+            with suppress(*TRANSIENT):
+                await self.books()
+        finally:
+            self._status = QueueStatus.STOPPED
+
+    async def join(self) -> None:
+        """Wait until the whole queue has nothing outstanding (every item put by
+        any process acknowledged or dead-lettered).
+
+        Redis cannot say when a count reaches zero, so this reads the books
+        again after each item this process settles, and otherwise every 10 ms
+        at first, backing off to every 200 ms.
+        """
+        delay = 0.01
+        while True:
+            books = await self.books()
+            if books.outstanding <= 0:
+                return
+            if self._settled is None:
+                self._settled = Event()
+            with move_on_after(delay):
+                await self._settled.wait()
+            delay = min(delay * 2, 0.2)
+
+    async def books(self) -> RedisQueueBooks:
+        """Read the global books in one atomic call (also kept for `metrics`)."""
+        raw = await self._call(
+            _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
+        )
+        values = ints(raw, 6, "the books script")
+        enqueued, acked, dead, pending, length, dead_length = values
+        self._books = RedisQueueBooks(
+            enqueued=enqueued,
+            acknowledged=acked,
+            dead_lettered=dead,
+            outstanding=enqueued - acked - dead,
+            pending=pending,
+            stream_length=length,
+            dead_length=dead_length,
+        )
+        return self._books
+
+    async def __aenter__(self) -> RedisWorkQueue[T]:
+        if self._lifespan_stack is not None:
+            raise QueueStateError(
+                "this RedisWorkQueue is already inside an `async with` block"
+            )
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self._lifespan())
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._lifespan_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._lifespan_stack = self._lifespan_stack, None
+        assert stack is not None, "__aexit__ without __aenter__"
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        """Open the client (for a URL), own a task group for the workers, and
+        stop this process's part on the way out."""
+        async with AsyncExitStack() as stack:
+            if self._url is not None:
+                self._client = await stack.enter_async_context(open_client(self._url))
+                stack.callback(setattr, self, "_client", None)
+            await self.start()
+            async with create_task_group() as tg:
+                self._task_group = tg
+                try:
+                    yield
+                    await self.stop()
+                except BaseException:
+                    with CancelScope(shield=True):
+                        await self._abort()
+                    raise
+                finally:
+                    self._task_group = None
+
+    async def _abort(self) -> None:
+        """Leave at once: cancel the workers, hand back what this process holds."""
+        self._status = QueueStatus.STOPPING
+        try:
+            await self._end_processing(0)
+        except TRANSIENT as exc:
+            self._logger.warning(
+                "RedisWorkQueue %r could not hand back its items (%s); the other "
+                "processes take them over after claim_idle",
+                self._name,
+                exc,
+            )
+        finally:
+            self._status = QueueStatus.STOPPED
+
+    # -- producers ----------------------------------------------------------
+
+    async def put(
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
+    ) -> bool:
+        """Add ``item``; True once accepted, False on backpressure.
+
+        While ``maxsize`` items are outstanding (across all processes), wait up
+        to ``timeout`` seconds (default, `USE_QUEUE_TIMEOUT`: the queue's
+        ``timeout``) for room, then return False and count a backpressure
+        event. Redis cannot wake
+        a waiting producer, so it tries again after each item this process
+        settles, and otherwise after 5 ms, backing off to every 100 ms.
+
+        The put is idempotent in Redis (a call coredis sends again after a lost
+        reply adds nothing twice), and keeps trying through a lost connection
+        for up to ``reconnect_timeout`` seconds. Once the item is accepted,
+        put returns True even if it was cancelled meanwhile (the cancellation
+        comes at the caller's next checkpoint).
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING.
+            TypeError: the serializer cannot store the item.
+            coredis.exceptions.RedisError: Redis refused, or stayed unreachable
+                for ``reconnect_timeout``.
+        """
+        return await self.put_many([item], timeout) == 1
+
+    async def put_many(
+        self,
+        items: Iterable[T],
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
+    ) -> int:
+        """Add ``items`` in order, as room allows; return how many were accepted.
+
+        Like `put` for each item, but up to 256 items go in one call. Returns
+        ``len(items)`` once all are accepted, or fewer when ``timeout`` ran
+        out first (the first ones are in the queue, the rest not). If the call
+        is cancelled while it waits for room, the items accepted before that
+        are in the queue.
+        """
+        if timeout is USE_QUEUE_TIMEOUT:
+            timeout = self._timeout
+        else:
+            timeout = check_seconds("timeout", timeout, allow_none=True)
+        self._check_running("put")
+        payloads = [self._dump(item) for item in items]
+        deadline = None if timeout is None else current_time() + timeout
+        accepted = 0
+        delay = 0.005
+        while accepted < len(payloads):
+            if accepted:
+                await checkpoint_if_cancelled()  # between chunks: none half put
+            chunk = payloads[accepted : accepted + PUT_CHUNK]
+            took = await self._put_chunk(chunk)
+            accepted += took
+            self._counts["put"] += took
+            if took == len(chunk):
+                delay = 0.005
+                continue
+            if took:
+                delay = 0.005
+                continue  # room for some: try the rest at once
+            # Full: wait for room, waking early when this process settles one.
+            now = current_time()
+            if deadline is not None and now >= deadline:
+                self._counts["backpressure_events"] += 1
+                if timeout == 0:
+                    await checkpoint()
+                return accepted
+            wait = delay if deadline is None else min(delay, deadline - now)
+            if self._settled is None:
+                self._settled = Event()
+            with move_on_after(wait):
+                await self._settled.wait()
+            delay = min(delay * 2, 0.1)
+            self._check_running("put")
+        return accepted
+
+    async def _put_chunk(self, payloads: list[tuple[bytes, bytes]]) -> int:
+        # One token for the call and all its resends: the script runs once.
+        token = self._token_prefix + uuid.uuid4().hex
+        args: list[str | bytes | int] = [self._maxsize, TOKEN_TTL]
+        for field, payload in payloads:
+            args += [field, payload]
+        raw = await self._call_retrying(
+            _PUT, [self._stream, self._books_key, token], args
+        )
+        took, _outstanding = ints(raw, 2, "the put script")
+        if not 0 <= took <= len(payloads):
+            raise RuntimeError(f"the put script accepted {took} of {len(payloads)}")
+        return took
+
+    def _dump(self, item: T) -> tuple[bytes, bytes]:
+        if isinstance(item, bytes):
+            return b"b", item
+        data = self._serializer.dumps(item)
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"serializer.dumps must return bytes or str, got {type(data).__name__}"
+            )
+        return b"v", data
+
+    def _load(self, fields: list[Any]) -> T:
+        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+        if b"b" in pairs:
+            return pairs[b"b"]  # type: ignore[no-any-return]
+        value: T = self._serializer.loads(pairs[b"v"])
+        return value
+
+    # -- processing ----------------------------------------------------------
+
+    async def process(
+        self,
+        worker_func: WorkerFunc[T],
+        num_workers: int | None = None,
+        error_handler: ErrorHandler[T] | None = None,
+        *,
+        task_group: TaskGroup | None = None,
+    ) -> None:
+        """Start ``num_workers`` workers here that await ``worker_func(item)``
+        for the queue's items, and one fetcher that reads them from Redis.
+
+        ``num_workers`` defaults to the concurrency limit, or 1. The fetcher
+        reads no more items than there are free workers, so what this process
+        holds is at most what it can run at once; at most ``concurrency_limit``
+        items run at once, each after a token from the rate limiter (if any).
+
+        An item is acknowledged once ``worker_func`` returns, or, if it
+        raises, once ``error_handler(exc, item)`` returns (without a handler
+        the error is logged); either way it is not run again. The workers run
+        in ``task_group`` if given, else in the task group of ``async with
+        queue:``. One `process` per queue object at a time.
+
+        Raises:
+            TypeError, ValueError: a bad argument.
+            QueueStateError: the queue is not PROCESSING, already has workers,
+                or has no task group to run them in.
+        """
+        check_callable("worker_func", worker_func)
+        check_callable("error_handler", error_handler, allow_none=True)
+        workers = self._worker_count_for(num_workers)
+        if task_group is not None and not isinstance(task_group, TaskGroup):
+            raise TypeError(
+                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
+            )
+        self._check_running("process")
+        if self._processing is not None:
+            raise QueueStateError(
+                "this RedisWorkQueue already has workers from process() or a "
+                "batch in this process: stop them first (stop()), or use "
+                "another RedisWorkQueue object"
+            )
+        group = task_group if task_group is not None else self._task_group
+        if group is None:
+            raise QueueStateError(
+                "process() needs a task group to run the workers in: use "
+                "`async with queue:` (the queue owns them), or pass "
+                "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
+            )
+        limit = self._concurrency_limit
+        capacity = workers if limit is None else min(workers, limit)
+        local: BoundedQueue[_Entry[T]] = BoundedQueue(
+            capacity, concurrency_limit=limit, logger=self._logger
+        )
+        await local.start()
+        processing = _Processing(local, capacity)
+        self._processing = processing
+        await local.start_workers(
+            self._worker_call(worker_func),
+            workers,
+            self._error_call(error_handler, local),
+            task_group=group,
+            rate_limiter=self._rate_limiter,
+        )
+        group.start_soon(self._fetch, processing)
+        group.start_soon(self._heartbeat, processing)
+
+    async def batch_process(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        worker_func: WorkerFunc[T],
+        num_workers: int | None = None,
+        error_handler: ErrorHandler[T] | None = None,
+    ) -> None:
+        """Put every item of ``items``, process the queue here, and return once
+        the whole queue has nothing outstanding (see `join`).
+
+        Items are read lazily and put with backpressure (waiting as long as it
+        takes). Other processes may process some of them, and this one may
+        process items others put. The workers live only for this call; inside
+        ``async with queue:`` it runs in the open queue, else it opens the
+        queue (a client given, not a URL: use ``async with`` for that) and
+        stops it at the end.
+
+        Cancelled, it stops its workers as `stop` does; an item read from
+        ``items`` but not accepted is listed in `unprocessed`.
+
+        Raises:
+            TypeError, ValueError: a bad argument.
+            QueueStateError: this queue object already has workers.
+        """
+        if not isinstance(items, (Iterable, AsyncIterable)):
+            raise TypeError(
+                f"items must be an iterable or an async iterable, got {items!r}"
+            )
+        check_callable("worker_func", worker_func)
+        check_callable("error_handler", error_handler, allow_none=True)
+        workers = self._worker_count_for(num_workers)
+        if self._processing is not None:
+            raise QueueStateError(
+                "batch_process() runs its own workers, and this queue object "
+                "already has some (from process()): stop them first"
+            )
+        if self._status is QueueStatus.PROCESSING:
+            await self._run_batch(items, worker_func, workers, error_handler)
+        else:
+            async with self:
+                await self._run_batch(items, worker_func, workers, error_handler)
+
+    async def _run_batch(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        worker_func: WorkerFunc[T],
+        workers: int,
+        error_handler: ErrorHandler[T] | None,
+    ) -> None:
+        async with create_task_group() as tg:
+            await self.process(worker_func, workers, error_handler, task_group=tg)
+            try:
+                await feed(items, self.put, refused=self._unprocessed.append)
+                await self.join()
+                await self._end_processing(None)
+            except BaseException:
+                with CancelScope(shield=True):
+                    await self._end_processing(0)
+                raise
+
+    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
+        async def call(entry: _Entry[T]) -> None:
+            await worker_func(entry.item)
+            await self._settle(entry, error=False)
+
+        return call
+
+    def _error_call(
+        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[_Entry[T]]
+    ) -> ErrorHandler[_Entry[T]]:
+        async def on_error(exc: Exception, entry: _Entry[T]) -> None:
+            try:
+                if error_handler is None:
+                    local._log_failure(exc, entry)
+                else:
+                    await error_handler(exc, entry.item)
+            except Exception:
+                await self._settle(entry, error=True)
+                raise  # the local queue logs the handler's failure
+            await self._settle(entry, error=True)
+
+        return on_error
+
+    async def _settle(self, entry: _Entry[T], *, error: bool) -> None:
+        """Acknowledge a finished item (never cancelled half way)."""
+        try:
+            with CancelScope(shield=True):
+                await self._call_retrying(
+                    _ACK, [self._stream, self._books_key], [GROUP, entry.id]
+                )
+        except TRANSIENT as exc:
+            self._logger.error(
+                "RedisWorkQueue %r could not acknowledge %r (%s): another process "
+                "takes it over after claim_idle and runs it again",
+                self._name,
+                entry,
+                exc,
+            )
+        finally:
+            self._counts["processed"] += 1
+            if error:
+                self._counts["errors"] += 1
+            self._unhold(entry)
+
+    def _unhold(self, entry: _Entry[T]) -> None:
+        self._held.pop(entry.id, None)
+        if self._room_for_fetch is not None:
+            self._room_for_fetch.set()
+            self._room_for_fetch = None
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+    async def _fetch(self, processing: _Processing[T]) -> None:
+        """The fetcher: read as many entries as there are free workers (taking
+        over idle ones first, when due), and hand them to the workers."""
+        claim_every = self._claim_idle / 2
+        next_claim = current_time()
+        trouble = _Backoff()
+        try:
+            with processing.fetch_scope:
+                while True:
+                    free = processing.capacity - len(self._held)
+                    if free <= 0:
+                        self._room_for_fetch = Event()
+                        await self._room_for_fetch.wait()
+                        continue
+                    try:
+                        entries: list[_Entry[T]] = []
+                        if current_time() >= next_claim:
+                            entries, more = await self._reclaim(free)
+                            if not more:
+                                next_claim = current_time() + claim_every
+                        if not entries:
+                            entries = await self._read(free)
+                    except TRANSIENT as exc:
+                        await trouble.pause(self._logger, self._name, exc)
+                        continue
+                    except ResponseError as exc:
+                        # UNBLOCKED: the stream was deleted under XREADGROUP.
+                        if "NOGROUP" not in str(exc) and not isinstance(
+                            exc, UnblockedError
+                        ):
+                            raise
+                        # The stream or group is gone (deleted, or a server
+                        # restarted empty): make them again.
+                        await shielded(self._ensure_group, self._call_timeout)
+                        continue
+                    trouble.reset()
+                    self._hand_over(entries, processing)
+                    await checkpoint()
+        finally:
+            processing.fetched_all.set()
+
+    async def _read(self, count: int) -> list[_Entry[T]]:
+        raw = await shielded(
+            lambda: read_group(
+                self._client,
+                group=GROUP,
+                consumer=self._consumer,
+                stream=self._stream,
+                count=count,
+                block_ms=BLOCK_MS,
+            ),
+            BLOCK_MS / 1000 + self._call_timeout,
+        )
+        return await self._entries([(e[0], e[1], 1) for e in raw])
+
+    async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
+        """Take over idle entries; True too if the scan of the PEL goes on."""
+        raw = await self._call(
+            _RECLAIM,
+            [self._stream, self._books_key, self._dead],
+            [
+                GROUP,
+                self._consumer,
+                int(self._claim_idle * 1000),
+                self._claim_cursor,
+                count,
+                self._max_deliveries,
+            ],
+        )
+        if not (isinstance(raw, list) and len(raw) == 3):
+            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
+        cursor, taken, dead = raw
+        if not (isinstance(cursor, bytes) and isinstance(taken, list)):
+            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
+        self._claim_cursor = cursor
+        self._counts["dead_lettered_here"] += int(dead)
+        self._counts["reclaimed"] += len(taken)
+        entries = await self._entries([(e[0], e[1], int(e[2])) for e in taken])
+        self._counts["redelivered"] += sum(1 for e in entries if e.deliveries > 1)
+        return entries, cursor != b"0-0"
+
+    async def _entries(self, raw: list[tuple[Any, Any, int]]) -> list[_Entry[T]]:
+        """Decode fetched entries; one that cannot be read goes to the dead
+        stream at once (it would fail the same way everywhere)."""
+        entries: list[_Entry[T]] = []
+        unreadable: list[bytes] = []
+        for entry_id, fields, deliveries in raw:
+            if not isinstance(entry_id, bytes) or not isinstance(fields, list):
+                raise RuntimeError(f"unexpected stream entry: {entry_id!r} {fields!r}")
+            try:
+                item = self._load(fields)
+            except Exception as exc:
+                self._logger.error(
+                    "RedisWorkQueue %r: entry %s cannot be read (%r): dead-lettered",
+                    self._name,
+                    entry_id.decode(),
+                    exc,
+                )
+                unreadable.append(entry_id)
+                continue
+            entries.append(_Entry(entry_id, item, deliveries))
+        if unreadable:
+            args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
+            moved = await self._call_retrying(
+                _DEAD, [self._stream, self._books_key, self._dead], args
+            )
+            self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
+        return entries
+
+    def _hand_over(self, entries: list[_Entry[T]], processing: _Processing[T]) -> None:
+        local = processing.local
+        for entry in entries:
+            self._held[entry.id] = entry
+            local.put_nowait(entry)  # room: held entries never exceed capacity
+
+    async def _heartbeat(self, processing: _Processing[T]) -> None:
+        """Renew the entries this process holds every claim_idle / 3 seconds,
+        so that no other process takes over an item a live worker runs."""
+        trouble = _Backoff()
+        with processing.heartbeat_scope:
+            while True:
+                await sleep(self._claim_idle / 3)
+                if not self._held:
+                    continue
+                args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
+                try:
+                    await self._call(_HEARTBEAT, [self._stream], args)
+                except TRANSIENT as exc:
+                    await trouble.pause(self._logger, self._name, exc)
+                else:
+                    trouble.reset()
+
+    async def _end_processing(self, timeout: float | None) -> None:
+        """End this process's workers: stop fetching, hand back what no worker
+        started, let the workers finish (or cancel them after ``timeout``),
+        hand back what they did not finish."""
+        processing = self._processing
+        if processing is None:
+            return
+        local = processing.local
+        try:
+            processing.fetch_scope.cancel()
+            await processing.fetched_all.wait()
+            await self._release(local._give_up_buffered(), processing)
+            await local.stop(timeout)
+            await self._release(local.unprocessed, processing)
+        finally:
+            processing.heartbeat_scope.cancel()
+            if self._processing is processing:
+                self._processing = None
+
+    async def _release(
+        self, entries: list[_Entry[T]], processing: _Processing[T]
+    ) -> None:
+        entries = [e for e in entries if e.id not in processing.released]
+        if not entries:
+            return
+        processing.released.update(e.id for e in entries)
+        ids = [e.id for e in entries]
+        try:
+            with CancelScope(shield=True):
+                await self._call_retrying(
+                    _RELEASE,
+                    [self._stream],
+                    [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
+                )
+        finally:
+            for entry in entries:
+                self._unprocessed.append(entry.item)
+                self._counts["released"] += 1
+                self._unhold(entry)
+
+    # -- Redis calls ---------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        with suppress(StreamDuplicateConsumerGroupError):  # BUSYGROUP: it exists
+            await self._client.xgroup_create(self._stream, GROUP, "0", mkstream=True)
+
+    async def _call(
+        self, script: LuaScript, keys: list[str], args: Sequence[Any]
+    ) -> object:
+        """Run ``script`` shielded, bounded by call_timeout; replies as bytes
+        (a client that decodes replies would garble binary items)."""
+        client = self._client
+        with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
+            return await script.run(client, keys, args, timeout=self._call_timeout)
+
+    async def _call_retrying(
+        self, script: LuaScript, keys: list[str], args: Sequence[Any]
+    ) -> object:
+        """`_call`, tried again through connection trouble for up to
+        reconnect_timeout (every script but reclaim is safe to repeat)."""
+        deadline = current_time() + self._reconnect_timeout
+        trouble = _Backoff()
+        while True:
+            try:
+                return await self._call(script, keys, args)
+            except TRANSIENT as exc:
+                if current_time() + trouble.delay > deadline:
+                    raise
+                with CancelScope(shield=True):
+                    await trouble.pause(self._logger, self._name, exc)
+
+    # -- checks --------------------------------------------------------------
+
+    def _check_running(self, operation: str) -> None:
+        if self._status is QueueStatus.PROCESSING:
+            return
+        if self._status is QueueStatus.IDLE:
+            fix = "call `await queue.start()` or use `async with queue:` first"
+        else:
+            fix = "a stopped queue takes no new work; `await queue.start()` reopens it"
+        raise QueueStateError(
+            f"cannot {operation}(): the queue is {self._status.value}; {fix}"
+        )
+
+    def _worker_count_for(self, num_workers: int | None) -> int:
+        count = check_optional_int("num_workers", num_workers, minimum=1)
+        if count is not None:
+            return count
+        return self._concurrency_limit or 1
+
+
+class _Backoff:
+    """Pauses between attempts through connection trouble: 50 ms doubling to
+    1 s; the first trouble of a stretch is logged as a warning."""
+
+    __slots__ = ("delay", "logged")
+
+    def __init__(self) -> None:
+        self.delay = 0.05
+        self.logged = False
+
+    async def pause(self, logger: logging.Logger, name: str, exc: Exception) -> None:
+        if not self.logged:
+            self.logged = True
+            logger.warning("RedisWorkQueue %r: Redis trouble (%r); retrying", name, exc)
+        await sleep(self.delay)
+        self.delay = min(self.delay * 2, 1.0)
+
+    def reset(self) -> None:
+        self.delay = 0.05
+        self.logged = False
