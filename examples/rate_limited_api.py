@@ -21,7 +21,7 @@ RATE = 10  # requests per second the service allows
 BURST = 5
 
 
-class ApiCall(Event):
+class ApiCall(Event[str]):
     """One request: waits for the simulated service, sometimes fails."""
 
     def __init__(self, endpoint: str, latency: float, fails: bool) -> None:

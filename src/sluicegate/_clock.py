@@ -52,7 +52,7 @@ def loop_clock() -> Callable[[], float]:
     valid while this event loop runs.
     """
     token = current_token()
-    loop_time = getattr(token.native_token, "time", None)
+    loop_time: Callable[[], float] | None = getattr(token.native_token, "time", None)
     if not callable(loop_time):
         return token.backend_class.current_time
     kind = type(token.native_token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import cast
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # installed with anyio there
@@ -74,9 +75,12 @@ class unwrapped_group:  # noqa: N801 - used like a function: `with unwrapped_gro
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not isinstance(exc, BaseExceptionGroup) or len(exc.exceptions) != 1:
+        if not isinstance(exc, BaseExceptionGroup):
             return
-        sole = exc.exceptions[0]
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        if len(group.exceptions) != 1:
+            return
+        sole = group.exceptions[0]
         context = sole.__context__
         try:
             raise sole

@@ -12,7 +12,7 @@ from collections.abc import (
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -24,7 +24,7 @@ from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
 from ._protocols import RateLimiterProtocol, check_rate_limiter
-from ._queue import QueueStatus, _Default
+from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy
@@ -33,7 +33,7 @@ from ._work_queue import WorkQueue
 
 __all__ = ["Executor"]
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound="Event[Any]")
 
 _UNFINISHED = (ExecutionStatus.PENDING, ExecutionStatus.PROCESSING)
 # Bound once: reading an enum member costs a lookup, twice per event.
@@ -265,7 +265,9 @@ class Executor(Scoped, Generic[E]):
             self._drawn.remove(event)
 
     async def put(
-        self, event: E, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        event: E,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Queue one event: True once accepted, False on backpressure.
 
@@ -349,7 +351,7 @@ class Executor(Scoped, Generic[E]):
     @asynccontextmanager
     async def _completed_events(
         self, events: Iterable[E] | AsyncIterable[E], results: MapResults[E, object]
-    ) -> AsyncIterator[AsyncIterator[E]]:
+    ) -> AsyncGenerator[AsyncIterator[E], None]:
         def deliver(event: E) -> None:
             execution = event.execution
             error = execution.error if isinstance(execution.error, Exception) else None
@@ -411,9 +413,10 @@ class Executor(Scoped, Generic[E]):
         await self._queue.join()
 
     def _check_new_event(self, event: object) -> None:
-        if (
-            not isinstance(event, self._event_type)
-            or getattr(event, "_executor", None) is not None
+        # The claim is read first: narrowed by isinstance, `event` would be an
+        # Event of unknown response type to a type checker.
+        if getattr(event, "_executor", None) is not None or not isinstance(
+            event, self._event_type
         ):
             self._check_event(event)  # raises, saying which rule it breaks
             self._claim(event)  # type: ignore[arg-type]
@@ -487,7 +490,7 @@ class Executor(Scoped, Generic[E]):
         await self._queue.join()
 
     @asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
+    async def _lifespan(self) -> AsyncGenerator[None, None]:
         self._bind_clock()
         try:
             async with self._queue:

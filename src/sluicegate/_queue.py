@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from inspect import isawaitable
 from typing import Any, Final, Generic, TypeVar
@@ -49,7 +49,7 @@ from ._statistics import QueueStatistics
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
 
-__all__ = ["BoundedQueue", "QueueStatus"]
+__all__ = ["USE_QUEUE_TIMEOUT", "BoundedQueue", "QueueStatus", "UseQueueTimeout"]
 
 T = TypeVar("T")
 
@@ -71,26 +71,37 @@ class QueueStatus(str, enum.Enum):
     STOPPED = "stopped"
 
 
-class _Default(enum.Enum):
-    TIMEOUT = enum.auto()
+class UseQueueTimeout(enum.Enum):
+    """`USE_QUEUE_TIMEOUT` is the default of ``put``'s ``timeout``: wait as long
+    as the queue's own ``timeout`` says. `UseQueueTimeout`, its type, is an enum
+    of that one member, for annotations."""
+
+    USE_QUEUE_TIMEOUT = "USE_QUEUE_TIMEOUT"
+
+    def __repr__(self) -> str:
+        return self.value
 
 
-_DEFAULT: Final = _Default.TIMEOUT
+#: ``put(item, timeout=USE_QUEUE_TIMEOUT)``, the default: wait as long as the
+#: queue's own ``timeout`` says (None, as long as it takes, unless it was set).
+USE_QUEUE_TIMEOUT: Final = UseQueueTimeout.USE_QUEUE_TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
-class _Retry(Generic[T]):
+class _Retry:
     """An item coming back for another call: how many it has had, since when."""
 
     __slots__ = ("attempts", "first", "item")
 
-    def __init__(self, item: T, attempts: int, first: float) -> None:
-        self.item = item
+    def __init__(self, item: object, attempts: int, first: float) -> None:
+        # Any, not a type variable: `type(entry) is _Retry` cannot tell a type
+        # checker what a generic _Retry holds (an item could be a _Retry too).
+        self.item: Any = item
         self.attempts = attempts
         self.first = first
 
 
-def _unwrap(entry: T | _Retry[T]) -> T:
+def _unwrap(entry: T | _Retry) -> T:
     return entry.item if type(entry) is _Retry else entry  # type: ignore[return-value]
 
 
@@ -209,7 +220,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._status = QueueStatus.IDLE
         self._run = 0  # counts starts: a waiter from an earlier run is refused
         # Items, and items back for a retry (wrapped, to carry their attempts).
-        self._buffer: deque[T | _Retry[T]] = deque()
+        self._buffer: deque[T | _Retry] = deque()
         # The books: enqueued == processed + size + in_flight + delayed
         # + len(unprocessed), where size is len(_buffer).
         self._enqueued = 0
@@ -222,7 +233,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
         # Items waiting out a backoff, and (on an injected clock) call deadlines.
-        self._timers: DelayLine[_Retry[T] | CancelScope] = DelayLine(
+        self._timers: DelayLine[_Retry | CancelScope] = DelayLine(
             self._clock, self._timers_due
         )
         self._timer_scope: CancelScope | None = None
@@ -463,7 +474,7 @@ class BoundedQueue(Scoped, Generic[T]):
             self._join_event = None
 
     @asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
+    async def _lifespan(self) -> AsyncGenerator[None, None]:
         """Own a task group for the workers, and stop the queue on the way out."""
         try:
             with unwrapped_group():  # the one exception that ended the block
@@ -489,12 +500,15 @@ class BoundedQueue(Scoped, Generic[T]):
     # -- producers --------------------------------------------------------------
 
     async def put(
-        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Add ``item``; return True once it is accepted, False on backpressure.
 
-        On a full queue, wait up to ``timeout`` seconds (default: the queue's
-        timeout, which is None unless set: as long as it takes; 0: not at all)
+        On a full queue, wait up to ``timeout`` seconds (default,
+        `USE_QUEUE_TIMEOUT`: the queue's timeout, which is None unless set: as
+        long as it takes; 0: not at all)
         for room, then return False and count a backpressure event. A full queue
         never raises. Items waiting for a retry take room too.
 
@@ -510,7 +524,7 @@ class BoundedQueue(Scoped, Generic[T]):
             QueueStateError: the queue is not PROCESSING (also if it stops while
                 this put waits, even if it is started again before the put wakes).
         """
-        if timeout is _DEFAULT:
+        if timeout is USE_QUEUE_TIMEOUT:
             timeout = self._timeout
         elif timeout is not None:
             timeout = check_seconds("timeout", timeout, allow_none=True)
@@ -693,7 +707,7 @@ class BoundedQueue(Scoped, Generic[T]):
         if not self._taken_by_get:
             self._release_joiners()  # the `async with` exit may stop waiting
 
-    def _take(self) -> T | _Retry[T]:
+    def _take(self) -> T | _Retry:
         """Take the first buffered entry (the caller checked there is one)."""
         entry = self._buffer.popleft()
         if self._producers.parked:
@@ -989,7 +1003,7 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._wake_consumer()
             self._pool.left(worker)
 
-    async def _handle(self, entry: T | _Retry[T], job: _Job[T]) -> None:
+    async def _handle(self, entry: T | _Retry, job: _Job[T]) -> None:
         """Handle one item with what the job puts around its call."""
         if type(entry) is _Retry:
             item: T = entry.item
@@ -1033,7 +1047,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._finished()
 
     @contextmanager
-    def _deadline(self, deadline: float) -> Iterator[CancelScope]:
+    def _deadline(self, deadline: float) -> Generator[CancelScope, None, None]:
         """A cancel scope that is cancelled when the queue's clock reaches
         ``deadline``."""
         if isinstance(self._clock, AnyIOClock):
@@ -1125,7 +1139,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._timers.add(_Retry(item, attempts, first), now + delay)
         return True
 
-    def _timers_due(self, values: list[_Retry[T] | CancelScope]) -> None:
+    def _timers_due(self, values: list[_Retry | CancelScope]) -> None:
         """Retries whose backoff is over go back to the front of the buffer, in
         the order they fell due; calls whose deadline has come are cancelled."""
         retries = [value for value in values if type(value) is _Retry]

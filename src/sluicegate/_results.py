@@ -38,11 +38,11 @@ class Outcome(Generic[T, R]):
         attempts: int,
         duration: float,
     ) -> None:
-        self.item = item
-        self.value = value
-        self.error = error
-        self.attempts = attempts
-        self.duration = duration
+        self.item: T = item
+        self.value: R | None = value
+        self.error: Exception | None = error
+        self.attempts: int = attempts
+        self.duration: float = duration
 
     @property
     def ok(self) -> bool:

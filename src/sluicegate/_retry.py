@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import attrs
 
@@ -34,7 +34,7 @@ class RetryAfter(Exception):  # noqa: N818 - reads as the HTTP header it mirrors
             raise TypeError(f"seconds must be a number, got {seconds!r}")
         if not 0 <= seconds < math.inf:
             raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
-        self.seconds = float(seconds)
+        self.seconds: float = float(seconds)
         super().__init__(message or f"retry after {self.seconds:g} s")
 
     @classmethod
@@ -74,7 +74,8 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
 
 
 def _check_on(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    types = value if isinstance(value, tuple) else (value,)
+    # A tuple is checked item by item, whatever the tuple's item type.
+    types = cast("tuple[object, ...]", value) if isinstance(value, tuple) else (value,)
     if all(isinstance(t, type) and issubclass(t, Exception) for t in types) and types:
         return
     if not isinstance(value, (tuple, type)) and callable(value):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -24,12 +24,13 @@ from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
+    USE_QUEUE_TIMEOUT,
     BoundedQueue,
     ErrorHandler,
     QueueStatus,
     Sink,
+    UseQueueTimeout,
     WorkerFunc,
-    _Default,
     _Job,
     check_item_timeout,
     check_retry,
@@ -38,6 +39,9 @@ from ._results import MapResults
 from ._retry import RetryPolicy
 from ._statistics import QueueStatistics
 from ._workers import Worker
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["WorkQueue"]
 
@@ -103,8 +107,11 @@ class WorkQueue(Generic[T]):
         retry: RetryPolicy | None = None,
         item_timeout: float | None = None,
         clock: Clock | None = None,
-    ) -> WorkQueue[T]:
+    ) -> Self:
         """A WorkQueue of ``config.queue_capacity`` items and its concurrency limit.
+
+        ``WorkQueue[int].from_config(config)`` is a ``WorkQueue[int]`` (a
+        subclass's, an instance of that subclass).
 
         ``capacity_refresh_time`` is not used here: it limits the rate at which an
         Executor starts events. The other arguments are the constructor's.
@@ -222,7 +229,9 @@ class WorkQueue(Generic[T]):
         self._queue.put_nowait(item)
 
     async def put(
-        self, item: T, timeout: float | _Default | None = _Default.TIMEOUT
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> bool:
         """Add ``item``; True once accepted, False on backpressure (see
         `BoundedQueue.put`)."""
@@ -407,7 +416,7 @@ class WorkQueue(Generic[T]):
         job: _Job[T],
         num_workers: int,
         results: MapResults[T, R],
-    ) -> AsyncIterator[MapResults[T, R]]:
+    ) -> AsyncGenerator[MapResults[T, R], None]:
         self._check_no_workers("map")
         queue = self._queue
         held = queue.size + queue.delayed

@@ -1,3 +1,4 @@
+# pyright: standard
 """The work queue's blocking read, and what counts as connection trouble.
 
 Besides the slots lost to cancellation (see `_client`), coredis 6.9 loses a

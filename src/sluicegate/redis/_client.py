@@ -1,3 +1,4 @@
+# pyright: standard
 """What every part of sluicegate.redis needs around coredis.
 
 - `open_client`: use the caller's open client, or open one from a URL and close

@@ -1,3 +1,4 @@
+# pyright: standard
 """RedisRateLimiter: one token bucket shared through Redis by every process."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# pyright: standard
 """RedisWorkQueue: a work queue shared by processes, on a Redis stream."""
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from sluicegate._exceptions import QueueStateError
 from sluicegate._feed import feed
 from sluicegate._protocols import RateLimiterProtocol, check_rate_limiter
 from sluicegate._queue import (
+    USE_QUEUE_TIMEOUT,
     BoundedQueue,
     ErrorHandler,
     QueueStatus,
+    UseQueueTimeout,
     WorkerFunc,
-    _Default,
 )
 
 from ._calls import TRANSIENT, read_group
@@ -64,7 +66,6 @@ __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
 
-_DEFAULT: Final = _Default.TIMEOUT
 GROUP: Final = "sluicegate"
 #: How long the fetcher's XREADGROUP blocks: the longest a stop waits for it.
 BLOCK_MS: Final = 200
@@ -522,12 +523,17 @@ class RedisWorkQueue(Generic[T]):
 
     # -- producers ----------------------------------------------------------
 
-    async def put(self, item: T, timeout: float | _Default | None = _DEFAULT) -> bool:
+    async def put(
+        self,
+        item: T,
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
+    ) -> bool:
         """Add ``item``; True once accepted, False on backpressure.
 
         While ``maxsize`` items are outstanding (across all processes), wait up
-        to ``timeout`` seconds (default: the queue's ``timeout``) for room,
-        then return False and count a backpressure event. Redis cannot wake
+        to ``timeout`` seconds (default, `USE_QUEUE_TIMEOUT`: the queue's
+        ``timeout``) for room, then return False and count a backpressure
+        event. Redis cannot wake
         a waiting producer, so it tries again after each item this process
         settles, and otherwise after 5 ms, backing off to every 100 ms.
 
@@ -546,7 +552,9 @@ class RedisWorkQueue(Generic[T]):
         return await self.put_many([item], timeout) == 1
 
     async def put_many(
-        self, items: Iterable[T], timeout: float | _Default | None = _DEFAULT
+        self,
+        items: Iterable[T],
+        timeout: float | UseQueueTimeout | None = USE_QUEUE_TIMEOUT,
     ) -> int:
         """Add ``items`` in order, as room allows; return how many were accepted.
 
@@ -556,7 +564,7 @@ class RedisWorkQueue(Generic[T]):
         is cancelled while it waits for room, the items accepted before that
         are in the queue.
         """
-        if timeout is _DEFAULT:
+        if timeout is USE_QUEUE_TIMEOUT:
             timeout = self._timeout
         else:
             timeout = check_seconds("timeout", timeout, allow_none=True)

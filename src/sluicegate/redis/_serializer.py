@@ -1,3 +1,4 @@
+# pyright: standard
 """How a RedisWorkQueue turns items into bytes and back."""
 
 from __future__ import annotations
