@@ -3,6 +3,8 @@
 
 - `open_client`: use the caller's open client, or open one from a URL and close
   it on the way out.
+- `check_open`: a QueueStateError, not coredis's RuntimeError, for a client
+  nobody entered.
 - `shielded`: run one coredis call where no cancellation reaches it, for a
   bounded time. coredis (6.x) loses a connection-pool slot for good when a
   call is cancelled while its connection is being opened, or while a blocking
@@ -28,6 +30,7 @@ from typing import Any, Final, TypeVar
 
 import coredis
 from anyio import CancelScope, move_on_after
+from anyio.lowlevel import checkpoint_if_cancelled
 from coredis.exceptions import InvalidResponse, NoScriptError
 
 from sluicegate._exceptions import QueueStateError
@@ -37,6 +40,7 @@ __all__ = [
     "LuaScript",
     "RedisClient",
     "check_client",
+    "check_open",
     "check_timeout",
     "ints",
     "open_client",
@@ -140,11 +144,13 @@ async def shielded(call: Callable[[], Awaitable[T]], timeout: float) -> T:
 
     Raises:
         QueueStateError: the client is not open.
-        TimeoutError: no answer within ``timeout`` seconds.
+        TimeoutError: no answer within ``timeout`` seconds (or the caller's
+            cancellation, if it came meanwhile).
         coredis.exceptions.RedisError: what the call raised.
     """
     with CancelScope(shield=True), move_on_after(timeout):
         return await call()
+    await checkpoint_if_cancelled()  # a cancelled caller gets its cancellation
     raise TimeoutError(f"Redis did not answer within {timeout:g} s")
 
 
