@@ -11,12 +11,16 @@ time forward whenever every task waits on the server.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvloop
+from on_redis.servers import RedisServer, redis_cluster
 
 HOW_TO_START = (
     "no redis-server: install one (apt-get install redis-server) or start one, "
@@ -56,3 +60,13 @@ def redis_url() -> str:
 def key() -> str:
     """A key (and hash tag) no other test uses."""
     return f"sluicegate-test:{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of three primaries, started once (about 1.5 s)."""
+    with redis_cluster(3) as nodes:
+        yield nodes
+    with warnings.catch_warnings():  # coredis leaves memory streams unclosed
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

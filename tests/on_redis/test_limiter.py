@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +28,7 @@ import pytest
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import InvalidResponse
 from on_redis.limiter_proc import server_time
-from on_redis.servers import RedisServer, redis_cluster, redis_server
+from on_redis.servers import RedisServer, redis_server
 
 from sluicegate import QueueStateError, WorkQueue
 from sluicegate.redis import RedisRateLimiter
@@ -554,14 +554,6 @@ async def test_a_work_queue_runs_a_batch_within_the_bound(
 
 
 # Redis Cluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[RedisServer]]:
-    """Three primaries, started once for the module (about 1.5 s)."""
-    with redis_cluster(3) as nodes:
-        yield nodes
-    collect_unclosed()
 
 
 @coredis_leaves_streams_unclosed

@@ -22,6 +22,7 @@ import anyio
 import anyio.lowlevel
 import coredis
 import pytest
+from on_redis.servers import RedisServer
 
 from sluicegate import QueueProtocol, QueueStateError, QueueStatus
 from sluicegate.redis import RedisQueueBooks, RedisWorkQueue
@@ -658,3 +659,36 @@ async def test_batch_process_puts_and_processes_everything(
     assert sorted(seen) == list(range(30))
     assert queue.status is QueueStatus.STOPPED
     assert (await queue.books()).acknowledged == 30
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*MemoryObject:pytest.PytestUnraisableExceptionWarning"
+)
+async def test_on_a_redis_cluster(cluster: list[RedisServer], key: str) -> None:
+    """Two queues on one name (two processes, as far as Redis can tell) share
+    the work on a three-node cluster: every key has the queue's hash tag."""
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.sleep(0.001)
+        seen.append(item)
+
+    client: coredis.RedisCluster[Any] = coredis.RedisCluster(
+        "127.0.0.1", cluster[0].port
+    )
+    with anyio.fail_after(20):
+        async with client:
+            first: RedisWorkQueue[int] = RedisWorkQueue(client, key, maxsize=10)
+            second: RedisWorkQueue[int] = RedisWorkQueue(client, key, maxsize=10)
+            async with first, second:
+                await first.process(work, 3)
+                await second.process(work, 3)
+                assert await first.put_many(range(5)) == 5
+                for item in range(5, 40):
+                    assert await second.put(item)
+                await first.join()
+                books = await first.books()
+    assert sorted(seen) == list(range(40))
+    assert books.enqueued == books.acknowledged == 40
+    assert balanced(books)
+    assert first.metrics["processed"] + second.metrics["processed"] == 40
