@@ -12,7 +12,6 @@ still count against ``maxsize``: memory stays bounded however many retries wait.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -46,9 +45,11 @@ from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._statistics import QueueStatistics
+from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
 
+# The status names too, as before they had a module of their own.
 __all__ = ["USE_QUEUE_TIMEOUT", "BoundedQueue", "QueueStatus", "UseQueueTimeout"]
 
 T = TypeVar("T")
@@ -62,29 +63,6 @@ Sink = Callable[[Outcome[T, Any]], object]
 _YIELD_EVERY: Final = 64
 
 
-class QueueStatus(str, enum.Enum):
-    """Where a queue is in its life: IDLE, then PROCESSING, STOPPING, STOPPED."""
-
-    IDLE = "idle"
-    PROCESSING = "processing"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class UseQueueTimeout(enum.Enum):
-    """`USE_QUEUE_TIMEOUT` is the default of ``put``'s ``timeout``: wait as long
-    as the queue's own ``timeout`` says. `UseQueueTimeout`, its type, is an enum
-    of that one member, for annotations."""
-
-    USE_QUEUE_TIMEOUT = "USE_QUEUE_TIMEOUT"
-
-    def __repr__(self) -> str:
-        return self.value
-
-
-#: ``put(item, timeout=USE_QUEUE_TIMEOUT)``, the default: wait as long as the
-#: queue's own ``timeout`` says (None, as long as it takes, unless it was set).
-USE_QUEUE_TIMEOUT: Final = UseQueueTimeout.USE_QUEUE_TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
