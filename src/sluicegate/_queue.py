@@ -40,6 +40,7 @@ from ._checks import (
 from ._clock import AnyIOClock, Clock, check_clock, reader
 from ._delay import DelayLine
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
+from ._failure_log import FailureLog
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
@@ -229,8 +230,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._on_abandoned: Callable[[T], object] | None = None
         self._fast_puts = 0
         self._said_not_awaitable = False
-        self._logged_types: dict[str, int] = {}  # failures no handler took
-        self._unlogged_failures = 0  # of those, how many since the last log line
+        self._failure_log = FailureLog(self._logger)
 
     # -- properties -------------------------------------------------------------
 
@@ -1156,28 +1156,9 @@ class BoundedQueue(Scoped, Generic[T]):
             self._logger.error("error_handler failed on %r", item, exc_info=stray)
 
     def _log_failure(self, exc: Exception, item: T) -> None:
-        """Log a failure no handler took: a storm must not flood the log.
-
-        The first failure of each exception type is logged with its traceback;
-        later ones only as a count, at each power of two, and once more when
-        the queue stops.
-        """
-        name = type(exc).__qualname__
-        count = self._logged_types[name] = self._logged_types.get(name, 0) + 1
-        if count == 1:
-            self._logger.error("worker_func failed on %r", item, exc_info=exc)
-            return
-        self._unlogged_failures += 1
-        if count & (count - 1) == 0:
-            self._logger.error(
-                "worker_func has failed %d times with %s (the traceback of the "
-                "first was logged); the latest on %r: %s",
-                count,
-                name,
-                item,
-                exc,
-            )
-            self._unlogged_failures = 0
+        """Log a failure no handler took, by the queue's one log policy (the
+        Executor's and the RedisWorkQueue's error handlers use it too)."""
+        self._failure_log.log(exc, item)
 
     async def _end_workers(self, workers: list[Worker], timeout: float | None) -> None:
         # Idle workers are cancelled where they park, not woken: a wake-up would
@@ -1218,12 +1199,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._getters.wake_all()
         self._idle_workers.wake_all()
         self._release_joiners()
-        if self._unlogged_failures:
-            self._logger.error(
-                "worker_func failures no error_handler took, by type: %s",
-                ", ".join(f"{n}: {c}" for n, c in self._logged_types.items()),
-            )
-            self._unlogged_failures = 0
+        self._failure_log.log_counts()
         if self._on_stopped is not None:
             self._on_stopped()
 
