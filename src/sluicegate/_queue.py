@@ -8,6 +8,10 @@ cancelled before it runs: put and get are atomic under cancellation.
 
 Items waiting out a retry's backoff sit in a delay line, not holding a worker, and
 still count against ``maxsize``: memory stays bounded however many retries wait.
+
+How an item is called and its failure settled (rate limiter, item timeout,
+retries, error handler, logging) is the business of `_calls.Calls`, which the
+queue owns; the worker loop here calls plain items itself, the hot path.
 """
 
 from __future__ import annotations
