@@ -13,11 +13,12 @@ from ._events import Event, Execution, ExecutionStatus
 from ._exceptions import QueueError, QueueStateError, StrayCancellationError
 from ._executor import Executor
 from ._protocols import QueueProtocol, RateLimiterProtocol
-from ._queue import USE_QUEUE_TIMEOUT, BoundedQueue, QueueStatus, UseQueueTimeout
+from ._queue import BoundedQueue
 from ._rate_limit import RateLimiter
 from ._results import MapResults, Outcome
 from ._retry import RetryAfter, RetryPolicy, parse_retry_after
 from ._statistics import QueueStatistics
+from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._work_queue import WorkQueue
 
 try:

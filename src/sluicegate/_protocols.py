@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-if TYPE_CHECKING:  # the queue module checks limiters against the protocol below
-    from ._queue import QueueStatus
+from ._status import QueueStatus
 
 __all__ = ["QueueProtocol", "RateLimiterProtocol"]
 

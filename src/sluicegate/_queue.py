@@ -8,17 +8,19 @@ cancelled before it runs: put and get are atomic under cancellation.
 
 Items waiting out a retry's backoff sit in a delay line, not holding a worker, and
 still count against ``maxsize``: memory stays bounded however many retries wait.
+
+How an item is called and its failure settled (rate limiter, item timeout,
+retries, error handler, logging) is the business of `_calls.Calls`, which the
+queue owns; the worker loop here calls plain items itself, the hot path.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager, contextmanager
-from inspect import isawaitable
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final, Generic, TypeVar
 
 from anyio import (
     CancelScope,
@@ -30,122 +32,59 @@ from anyio import (
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from ._calls import (
+    Calls,
+    ErrorHandler,
+    Sink,
+    WorkerFunc,
+    _Job,
+    _Retry,
+    _unwrap,
+    check_item_timeout,
+    check_retry,
+)
 from ._checks import (
-    NotAwaitableError,
     check_callable,
     check_int,
     check_optional_int,
     check_seconds,
-    not_awaitable,
 )
-from ._clock import AnyIOClock, Clock, check_clock, reader
+from ._clock import Clock, check_clock, reader
 from ._delay import DelayLine
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
+from ._failure_log import FailureLog
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._results import Outcome
-from ._retry import RetryAfter, RetryPolicy
+from ._retry import RetryPolicy
 from ._scoped import Scoped
 from ._statistics import QueueStatistics
+from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._waiters import WaiterLine
 from ._workers import Worker, WorkerPool
 
-__all__ = ["USE_QUEUE_TIMEOUT", "BoundedQueue", "QueueStatus", "UseQueueTimeout"]
+# BoundedQueue, and names of other modules that modules (and other branches)
+# import from here, as they did before those modules were cut out of this one.
+__all__ = [
+    "USE_QUEUE_TIMEOUT",
+    "BoundedQueue",
+    "ErrorHandler",
+    "QueueStatus",
+    "Sink",
+    "UseQueueTimeout",
+    "WorkerFunc",
+    "_Job",
+    "check_item_timeout",
+    "check_retry",
+]
 
 T = TypeVar("T")
-
-WorkerFunc = Callable[[T], Awaitable[Any]]
-ErrorHandler = Callable[[Exception, T], Awaitable[object]]
-Sink = Callable[[Outcome[T, Any]], object]
 
 #: A task that completes this many operations in a row without waiting yields once,
 #: so that a producer or worker that never blocks cannot starve the other tasks.
 _YIELD_EVERY: Final = 64
 
 
-class QueueStatus(str, enum.Enum):
-    """Where a queue is in its life: IDLE, then PROCESSING, STOPPING, STOPPED."""
-
-    IDLE = "idle"
-    PROCESSING = "processing"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class UseQueueTimeout(enum.Enum):
-    """`USE_QUEUE_TIMEOUT` is the default of ``put``'s ``timeout``: wait as long
-    as the queue's own ``timeout`` says. `UseQueueTimeout`, its type, is an enum
-    of that one member, for annotations."""
-
-    USE_QUEUE_TIMEOUT = "USE_QUEUE_TIMEOUT"
-
-    def __repr__(self) -> str:
-        return self.value
-
-
-#: ``put(item, timeout=USE_QUEUE_TIMEOUT)``, the default: wait as long as the
-#: queue's own ``timeout`` says (None, as long as it takes, unless it was set).
-USE_QUEUE_TIMEOUT: Final = UseQueueTimeout.USE_QUEUE_TIMEOUT
 _PROCESSING: Final = QueueStatus.PROCESSING
-
-
-class _Retry:
-    """An item coming back for another call: how many it has had, since when."""
-
-    __slots__ = ("attempts", "first", "item")
-
-    def __init__(self, item: object, attempts: int, first: float) -> None:
-        # Any, not a type variable: `type(entry) is _Retry` cannot tell a type
-        # checker what a generic _Retry holds (an item could be a _Retry too).
-        self.item: Any = item
-        self.attempts = attempts
-        self.first = first
-
-
-def _unwrap(entry: T | _Retry) -> T:
-    return entry.item if type(entry) is _Retry else entry  # type: ignore[return-value]
-
-
-class _Job(Generic[T]):
-    """How one set of workers handles an item: what to call, and around it."""
-
-    __slots__ = ("func", "limiter", "on_error", "plain", "retry", "sink", "timeout")
-
-    def __init__(
-        self,
-        func: WorkerFunc[T],
-        on_error: ErrorHandler[T] | None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        sink: Sink[T] | None = None,
-        limiter: RateLimiterProtocol | None = None,
-    ) -> None:
-        self.func = func
-        self.on_error = on_error
-        self.retry = retry
-        self.timeout = timeout
-        self.sink = sink
-        self.limiter = limiter
-        # Nothing around the call (but perhaps a sink for its outcome): the
-        # worker loop runs it inline, the hot path.
-        self.plain = retry is None and timeout is None and limiter is None
-
-
-def check_retry(retry: object) -> RetryPolicy | None:
-    """Return ``retry`` if it is a RetryPolicy or None."""
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise TypeError(
-            f"retry must be a sluicegate.RetryPolicy or None, got {retry!r}"
-        )
-    return retry
-
-
-def check_item_timeout(item_timeout: object) -> float | None:
-    """Return ``item_timeout`` if it is a number of seconds > 0, or None."""
-    seconds = check_seconds("item_timeout", item_timeout, allow_none=True)
-    if seconds == 0:
-        raise ValueError("item_timeout must be > 0 seconds (None: no limit), got 0")
-    return seconds
 
 
 class BoundedQueue(Scoped, Generic[T]):
@@ -206,7 +145,9 @@ class BoundedQueue(Scoped, Generic[T]):
         limit = check_optional_int("concurrency_limit", concurrency_limit, minimum=1)
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
+        self._failure_log = FailureLog(
+            logger if logger is not None else logging.getLogger("sluicegate")
+        )
         self._concurrency_limit = limit
         # Workers take a slot to handle items, and hold it while the buffer has
         # any: at most `_slots` items are handled at once. A worker that finds
@@ -225,10 +166,7 @@ class BoundedQueue(Scoped, Generic[T]):
         # + len(unprocessed), where size is len(_buffer).
         self._enqueued = 0
         self._processed = 0
-        self._errors = 0
-        self._error_types: dict[str, int] = {}
         self._backpressure_events = 0
-        self._retries = 0
         self._delayed = 0
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
@@ -250,9 +188,13 @@ class BoundedQueue(Scoped, Generic[T]):
         self._on_stopped: Callable[[], object] | None = None
         self._on_abandoned: Callable[[T], object] | None = None
         self._fast_puts = 0
-        self._said_not_awaitable = False
-        self._logged_types: dict[str, int] = {}  # failures no handler took
-        self._unlogged_failures = 0  # of those, how many since the last log line
+        # The calls of items, and their failures, retries included.
+        self._calls: Calls[T] = Calls(
+            self, self._clock, self._timers, self._failure_log
+        )
+        # The worker loop's names for them: bound once (called per item).
+        self._handle = self._calls.handle
+        self._failed = self._calls.failed
 
     # -- properties -------------------------------------------------------------
 
@@ -343,9 +285,9 @@ class BoundedQueue(Scoped, Generic[T]):
         return {
             "enqueued": self._enqueued,
             "processed": self._processed,
-            "errors": self._errors,
+            "errors": self._calls.errors,
             "backpressure_events": self._backpressure_events,
-            "retries": self._retries,
+            "retries": self._calls.retries,
             "in_flight": self._in_flight_now(),
             "delayed": self._delayed,
             "unprocessed": len(self._unprocessed),
@@ -369,7 +311,7 @@ class BoundedQueue(Scoped, Generic[T]):
     @property
     def errors_by_type(self) -> dict[str, int]:
         """A fresh count of failed items by the qualified name of their error."""
-        return dict(self._error_types)
+        return dict(self._calls.error_types)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._describe()}>"
@@ -399,7 +341,7 @@ class BoundedQueue(Scoped, Generic[T]):
             raise QueueStateError(
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
-        self._now = reader(self._clock)  # bound to this event loop
+        self._now = self._calls.now = reader(self._clock)  # bound to this event loop
         event_class = type(Event())
         for line in (self._producers, self._getters, self._idle_workers):
             line.event_class = event_class
@@ -1003,64 +945,6 @@ class BoundedQueue(Scoped, Generic[T]):
                 self._wake_consumer()
             self._pool.left(worker)
 
-    async def _handle(self, entry: T | _Retry, job: _Job[T]) -> None:
-        """Handle one item with what the job puts around its call."""
-        if type(entry) is _Retry:
-            item: T = entry.item
-            attempts = entry.attempts + 1
-            first: float | None = entry.first
-        else:
-            item = entry  # type: ignore[assignment]
-            attempts = 1
-            first = None
-        now = self._now
-        call: Awaitable[object] | None = None
-        try:
-            if job.limiter is not None:
-                await job.limiter.acquire()  # before the clock of item_timeout starts
-            started = now()
-            if first is None:
-                first = started
-            if job.timeout is None:
-                call = job.func(item)
-                value = await call
-            else:
-                with self._deadline(started + job.timeout) as scope:
-                    call = job.func(item)
-                    value = await call
-                if scope.cancelled_caught:
-                    raise TimeoutError(
-                        f"the call took longer than item_timeout ({job.timeout:g} s)"
-                    )
-        except Exception as exc:
-            await self._failed(exc, item, job, call, attempts=attempts, first=first)
-            return
-        except BaseException as exc:
-            stray = stray_cancellation(exc)
-            if stray is None:
-                self._abandoned(item)
-                raise
-            await self._failed(stray, item, job, call, attempts=attempts, first=first)
-            return
-        if job.sink is not None:
-            job.sink(Outcome(item, value, None, attempts, now() - first))
-        self._finished()
-
-    @contextmanager
-    def _deadline(self, deadline: float) -> Generator[CancelScope, None, None]:
-        """A cancel scope that is cancelled when the queue's clock reaches
-        ``deadline``."""
-        if isinstance(self._clock, AnyIOClock):
-            with CancelScope(deadline=deadline) as scope:
-                yield scope
-            return
-        with CancelScope() as scope:
-            entry = self._timers.add(scope, deadline)
-            try:
-                yield scope
-            finally:
-                self._timers.withdraw(entry)
-
     def _last_worker_left(self) -> None:
         # Beside workers, delays wait for workers: what falls due meanwhile is
         # released when workers start again (or listed when the queue stops).
@@ -1072,72 +956,6 @@ class BoundedQueue(Scoped, Generic[T]):
         else:
             # Wake the `async with` exit: no worker is left to wait for.
             self._release_joiners()
-
-    async def _failed(
-        self,
-        exc: Exception,
-        item: T,
-        job: _Job[T],
-        call: object,
-        *,
-        attempts: int = 1,
-        first: float | None = None,
-    ) -> None:
-        """Retry ``item`` if its job's policy says so; else settle its failure.
-
-        A final failure counts the item as processed with an error once its
-        handler has run; if the handler is cancelled, the item is unprocessed.
-        """
-        if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
-            exc = not_awaitable("worker_func", job.func, call)
-        if isinstance(exc, RetryAfter) and job.limiter is not None:
-            # Server pushback: every queue sharing the limiter backs off.
-            job.limiter.hold(exc.seconds)
-        if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
-            self._said_not_awaitable = True
-            self._logger.warning("%s", exc)
-        retry = job.retry
-        if retry is not None and self._retry_later(exc, item, retry, attempts, first):
-            return
-        try:
-            await self._report(exc, item, job.on_error)
-        except BaseException:
-            self._abandoned(item)
-            raise
-        self._errors += 1
-        name = type(exc).__qualname__
-        self._error_types[name] = self._error_types.get(name, 0) + 1
-        if job.sink is not None:
-            duration = 0.0 if first is None else self._now() - first
-            job.sink(Outcome(item, None, exc, attempts, duration))
-        self._finished()
-
-    def _retry_later(
-        self,
-        exc: Exception,
-        item: T,
-        policy: RetryPolicy,
-        attempts: int,
-        first: float | None,
-    ) -> bool:
-        """Put ``item`` in the delay line for another call, if ``policy`` allows."""
-        if attempts >= policy.attempts or not policy.retries(exc):
-            return False
-        if self._status is not _PROCESSING:
-            # Stopped while the call ran (by its own worker, say): no next run
-            # takes it; it is listed as unprocessed, as a delayed item would be.
-            self._abandoned(item)
-            return True
-        now = self._now()
-        if first is None:
-            first = now
-        delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
-        if policy.timeout is not None and now + delay - first > policy.timeout:
-            return False
-        self._delayed += 1
-        self._retries += 1
-        self._timers.add(_Retry(item, attempts, first), now + delay)
-        return True
 
     def _timers_due(self, values: list[_Retry | CancelScope]) -> None:
         """Retries whose backoff is over go back to the front of the buffer, in
@@ -1157,49 +975,10 @@ class BoundedQueue(Scoped, Generic[T]):
         with scope:
             await self._timers.run()
 
-    async def _report(
-        self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
-    ) -> None:
-        if on_error is None:
-            self._log_failure(exc, item)
-            return
-        call: Awaitable[object] | None = None
-        try:
-            call = on_error(exc, item)
-            await call
-        except Exception as handler_exc:
-            if not isawaitable(call) and isinstance(handler_exc, TypeError):
-                handler_exc = not_awaitable("error_handler", on_error, call)
-            self._logger.error("error_handler failed on %r", item, exc_info=handler_exc)
-        except BaseException as handler_exc:
-            stray = stray_cancellation(handler_exc)
-            if stray is None:
-                raise
-            self._logger.error("error_handler failed on %r", item, exc_info=stray)
-
     def _log_failure(self, exc: Exception, item: T) -> None:
-        """Log a failure no handler took: a storm must not flood the log.
-
-        The first failure of each exception type is logged with its traceback;
-        later ones only as a count, at each power of two, and once more when
-        the queue stops.
-        """
-        name = type(exc).__qualname__
-        count = self._logged_types[name] = self._logged_types.get(name, 0) + 1
-        if count == 1:
-            self._logger.error("worker_func failed on %r", item, exc_info=exc)
-            return
-        self._unlogged_failures += 1
-        if count & (count - 1) == 0:
-            self._logger.error(
-                "worker_func has failed %d times with %s (the traceback of the "
-                "first was logged); the latest on %r: %s",
-                count,
-                name,
-                item,
-                exc,
-            )
-            self._unlogged_failures = 0
+        """Log a failure no handler took, by the queue's one log policy (the
+        Executor's and the RedisWorkQueue's error handlers use it too)."""
+        self._failure_log.log(exc, item)
 
     async def _end_workers(self, workers: list[Worker], timeout: float | None) -> None:
         # Idle workers are cancelled where they park, not woken: a wake-up would
@@ -1240,12 +1019,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._getters.wake_all()
         self._idle_workers.wake_all()
         self._release_joiners()
-        if self._unlogged_failures:
-            self._logger.error(
-                "worker_func failures no error_handler took, by type: %s",
-                ", ".join(f"{n}: {c}" for n, c in self._logged_types.items()),
-            )
-            self._unlogged_failures = 0
+        self._failure_log.log_counts()
         if self._on_stopped is not None:
             self._on_stopped()
 

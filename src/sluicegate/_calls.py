@@ -1,0 +1,320 @@
+"""One call of a worker function: what is put around it, and how its outcome is settled.
+
+Around a call: the rate limiter's token, then the item timeout. Its outcome: a
+success, or a failure that is retried after a backoff (the item waits in the
+queue's delay line, holding no worker) or settled for good: reported to the
+error handler (or the failure log), counted, and handed to the job's sink.
+
+A queue owns one `Calls`. Its worker loop calls items with nothing around their
+call itself (the hot path) and hands their failures to `Calls.failed`; the other
+items it hands to `Calls.handle` whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import contextmanager
+from inspect import isawaitable
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+from anyio import CancelScope
+
+from ._checks import NotAwaitableError, check_seconds, not_awaitable
+from ._clock import AnyIOClock, Clock
+from ._delay import DelayLine
+from ._exceptions import stray_cancellation
+from ._failure_log import FailureLog
+from ._protocols import RateLimiterProtocol
+from ._results import Outcome
+from ._retry import RetryAfter, RetryPolicy
+from ._status import QueueStatus
+
+__all__ = [
+    "Calls",
+    "ErrorHandler",
+    "Host",
+    "Sink",
+    "WorkerFunc",
+    "_Job",
+    "_Retry",
+    "_unwrap",
+    "check_item_timeout",
+    "check_retry",
+]
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+WorkerFunc = Callable[[T], Awaitable[Any]]
+ErrorHandler = Callable[[Exception, T], Awaitable[object]]
+Sink = Callable[[Outcome[T, Any]], object]
+
+_PROCESSING: Final = QueueStatus.PROCESSING
+
+
+class _Retry:
+    """An item coming back for another call: how many it has had, since when."""
+
+    __slots__ = ("attempts", "first", "item")
+
+    def __init__(self, item: object, attempts: int, first: float) -> None:
+        # Any, not a type variable: `type(entry) is _Retry` cannot tell a type
+        # checker what a generic _Retry holds (an item could be a _Retry too).
+        self.item: Any = item
+        self.attempts = attempts
+        self.first = first
+
+
+def _unwrap(entry: T | _Retry) -> T:
+    return entry.item if type(entry) is _Retry else entry  # type: ignore[return-value]
+
+
+class _Job(Generic[T]):
+    """How one set of workers handles an item: what to call, and around it."""
+
+    __slots__ = ("func", "limiter", "on_error", "plain", "retry", "sink", "timeout")
+
+    def __init__(
+        self,
+        func: WorkerFunc[T],
+        on_error: ErrorHandler[T] | None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        sink: Sink[T] | None = None,
+        limiter: RateLimiterProtocol | None = None,
+    ) -> None:
+        self.func = func
+        self.on_error = on_error
+        self.retry = retry
+        self.timeout = timeout
+        self.sink = sink
+        self.limiter = limiter
+        # Nothing around the call (but perhaps a sink for its outcome): the
+        # worker loop runs it inline, the hot path.
+        self.plain = retry is None and timeout is None and limiter is None
+
+
+def check_retry(retry: object) -> RetryPolicy | None:
+    """Return ``retry`` if it is a RetryPolicy or None."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(
+            f"retry must be a sluicegate.RetryPolicy or None, got {retry!r}"
+        )
+    return retry
+
+
+def check_item_timeout(item_timeout: object) -> float | None:
+    """Return ``item_timeout`` if it is a number of seconds > 0, or None."""
+    seconds = check_seconds("item_timeout", item_timeout, allow_none=True)
+    if seconds == 0:
+        raise ValueError("item_timeout must be > 0 seconds (None: no limit), got 0")
+    return seconds
+
+
+class Host(Protocol[T_contra]):
+    """What `Calls` needs of the queue that owns it."""
+
+    _status: QueueStatus
+    _delayed: int  # items waiting out a backoff: they count against maxsize
+
+    def _finished(self) -> None:
+        """Count an item as processed."""
+        ...
+
+    def _abandoned(self, item: T_contra) -> None:
+        """List ``item`` as unprocessed."""
+        ...
+
+
+class Calls(Generic[T]):
+    """How one queue's items are called, and their outcomes settled.
+
+    ``queue`` is the queue that owns it: its books hear of each item finished
+    or given up, and of each put in its delay line, ``timers``, for a retry.
+    ``clock`` is the queue's, and ``now`` its reader (the queue binds it again
+    when it starts). Failures no handler takes go to ``log``. It counts the
+    final failures (`errors`; by type, `error_types`) and the `retries`.
+    """
+
+    __slots__ = (
+        "_abandoned",
+        "_clock",
+        "_finished",
+        "_log",
+        "_queue",
+        "_said_not_awaitable",
+        "_timers",
+        "error_types",
+        "errors",
+        "now",
+        "retries",
+    )
+
+    def __init__(
+        self,
+        queue: Host[T],
+        clock: Clock,
+        timers: DelayLine[_Retry | CancelScope],
+        log: FailureLog,
+    ) -> None:
+        self._queue = queue
+        # Bound once: called once per item.
+        self._finished = queue._finished
+        self._abandoned = queue._abandoned
+        self._clock = clock
+        self.now: Callable[[], float] = clock.current_time
+        self._timers = timers
+        self._log = log
+        self.errors = 0  # items whose final outcome was a failure
+        self.error_types: dict[str, int] = {}
+        self.retries = 0  # calls scheduled again after a failure
+        self._said_not_awaitable = False
+
+    async def handle(self, entry: T | _Retry, job: _Job[T]) -> None:
+        """Handle one item with what the job puts around its call."""
+        if type(entry) is _Retry:
+            item: T = entry.item
+            attempts = entry.attempts + 1
+            first: float | None = entry.first
+        else:
+            item = entry  # type: ignore[assignment]
+            attempts = 1
+            first = None
+        now = self.now
+        call: Awaitable[object] | None = None
+        try:
+            if job.limiter is not None:
+                await job.limiter.acquire()  # before the clock of item_timeout starts
+            started = now()
+            if first is None:
+                first = started
+            if job.timeout is None:
+                call = job.func(item)
+                value = await call
+            else:
+                with self._deadline(started + job.timeout) as scope:
+                    call = job.func(item)
+                    value = await call
+                if scope.cancelled_caught:
+                    raise TimeoutError(
+                        f"the call took longer than item_timeout ({job.timeout:g} s)"
+                    )
+        except Exception as exc:
+            await self.failed(exc, item, job, call, attempts=attempts, first=first)
+            return
+        except BaseException as exc:
+            stray = stray_cancellation(exc)
+            if stray is None:
+                self._abandoned(item)
+                raise
+            await self.failed(stray, item, job, call, attempts=attempts, first=first)
+            return
+        if job.sink is not None:
+            job.sink(Outcome(item, value, None, attempts, now() - first))
+        self._finished()
+
+    @contextmanager
+    def _deadline(self, deadline: float) -> Generator[CancelScope, None, None]:
+        """A cancel scope that is cancelled when the queue's clock reaches
+        ``deadline``."""
+        if isinstance(self._clock, AnyIOClock):
+            with CancelScope(deadline=deadline) as scope:
+                yield scope
+            return
+        with CancelScope() as scope:
+            entry = self._timers.add(scope, deadline)
+            try:
+                yield scope
+            finally:
+                self._timers.withdraw(entry)
+
+    async def failed(
+        self,
+        exc: Exception,
+        item: T,
+        job: _Job[T],
+        call: object,
+        *,
+        attempts: int = 1,
+        first: float | None = None,
+    ) -> None:
+        """Retry ``item`` if its job's policy says so; else settle its failure.
+
+        A final failure counts the item as processed with an error once its
+        handler has run; if the handler is cancelled, the item is unprocessed.
+        """
+        if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
+            exc = not_awaitable("worker_func", job.func, call)
+        if isinstance(exc, RetryAfter) and job.limiter is not None:
+            # Server pushback: every queue sharing the limiter backs off.
+            job.limiter.hold(exc.seconds)
+        if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
+            self._said_not_awaitable = True
+            self._log.logger.warning("%s", exc)
+        retry = job.retry
+        if retry is not None and self._retry_later(exc, item, retry, attempts, first):
+            return
+        try:
+            await self._report(exc, item, job.on_error)
+        except BaseException:
+            self._abandoned(item)
+            raise
+        self.errors += 1
+        name = type(exc).__qualname__
+        self.error_types[name] = self.error_types.get(name, 0) + 1
+        if job.sink is not None:
+            duration = 0.0 if first is None else self.now() - first
+            job.sink(Outcome(item, None, exc, attempts, duration))
+        self._finished()
+
+    def _retry_later(
+        self,
+        exc: Exception,
+        item: T,
+        policy: RetryPolicy,
+        attempts: int,
+        first: float | None,
+    ) -> bool:
+        """Put ``item`` in the delay line for another call, if ``policy`` allows."""
+        if attempts >= policy.attempts or not policy.retries(exc):
+            return False
+        if self._queue._status is not _PROCESSING:
+            # Stopped while the call ran (by its own worker, say): no next run
+            # takes it; it is listed as unprocessed, as a delayed item would be.
+            self._abandoned(item)
+            return True
+        now = self.now()
+        if first is None:
+            first = now
+        delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
+        if policy.timeout is not None and now + delay - first > policy.timeout:
+            return False
+        self._queue._delayed += 1
+        self.retries += 1
+        self._timers.add(_Retry(item, attempts, first), now + delay)
+        return True
+
+    async def _report(
+        self, exc: Exception, item: T, on_error: ErrorHandler[T] | None
+    ) -> None:
+        """Hand a final failure to ``on_error``, or without one to the failure
+        log; a handler that fails is logged, and its error goes no further."""
+        if on_error is None:
+            self._log.log(exc, item)
+            return
+        call: Awaitable[object] | None = None
+        try:
+            call = on_error(exc, item)
+            await call
+        except Exception as handler_exc:
+            if not isawaitable(call) and isinstance(handler_exc, TypeError):
+                handler_exc = not_awaitable("error_handler", on_error, call)
+            self._log.logger.error(
+                "error_handler failed on %r", item, exc_info=handler_exc
+            )
+        except BaseException as handler_exc:
+            stray = stray_cancellation(handler_exc)
+            if stray is None:
+                raise
+            self._log.logger.error("error_handler failed on %r", item, exc_info=stray)
