@@ -658,3 +658,41 @@ async def test_batch_process_puts_and_processes_everything(
     assert sorted(seen) == list(range(30))
     assert queue.status is QueueStatus.STOPPED
     assert (await queue.books()).acknowledged == 30
+
+
+class Fatal(BaseException):
+    """A BaseException of the user's own (KeyboardInterrupt, SystemExit-like)."""
+
+
+async def test_exceptions_come_out_as_raised(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """As from a WorkQueue: the one exception that ended the block, a worker's
+    BaseException, an error from a batch's items, not an ExceptionGroup."""
+
+    async def slow(item: int) -> None:
+        await anyio.sleep(1)
+
+    async def fatal(item: int) -> None:
+        raise Fatal
+
+    def items() -> Iterator[int]:
+        yield 1
+        raise LookupError("no more items")
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="in the block"):
+            async with queue:
+                await queue.put_many(range(3))
+                await queue.process(slow, 2)
+                await until(lambda: queue.in_flight == 2)
+                raise ValueError("in the block")
+        assert sorted(queue.unprocessed) == [0, 1]  # cancelled, handed back
+        with pytest.raises(Fatal):
+            async with queue:
+                await queue.process(fatal, 1)
+                await anyio.sleep_forever()
+        with pytest.raises(LookupError, match="no more items"):
+            await queue.batch_process(items(), slow, 1)
+    assert balanced(await queue.books())

@@ -35,7 +35,7 @@ from sluicegate._checks import (
     check_optional_int,
     check_seconds,
 )
-from sluicegate._exceptions import QueueStateError
+from sluicegate._exceptions import QueueStateError, unwrapped_group
 from sluicegate._feed import feed
 from sluicegate._protocols import RateLimiterProtocol, check_rate_limiter
 from sluicegate._queue import (
@@ -494,17 +494,19 @@ class RedisWorkQueue(Generic[T]):
                 self._client = await stack.enter_async_context(open_client(self._url))
                 stack.callback(setattr, self, "_client", None)
             await self.start()
-            async with create_task_group() as tg:
-                self._task_group = tg
-                try:
-                    yield
-                    await self.stop()
-                except BaseException:
-                    with CancelScope(shield=True):
-                        await self._abort()
-                    raise
-                finally:
-                    self._task_group = None
+            # The one exception that ended the block, as it was raised.
+            with unwrapped_group():
+                async with create_task_group() as tg:
+                    self._task_group = tg
+                    try:
+                        yield
+                        await self.stop()
+                    except BaseException:
+                        with CancelScope(shield=True):
+                            await self._abort()
+                        raise
+                    finally:
+                        self._task_group = None
 
     async def _abort(self) -> None:
         """Leave at once: cancel the workers, hand back what this process holds."""
@@ -752,16 +754,17 @@ class RedisWorkQueue(Generic[T]):
         workers: int,
         error_handler: ErrorHandler[T] | None,
     ) -> None:
-        async with create_task_group() as tg:
-            await self.process(worker_func, workers, error_handler, task_group=tg)
-            try:
-                await feed(items, self.put, refused=self._unprocessed.append)
-                await self.join()
-                await self._end_processing(None)
-            except BaseException:
-                with CancelScope(shield=True):
-                    await self._end_processing(0)
-                raise
+        with unwrapped_group():  # the one error (from `items`, say), as raised
+            async with create_task_group() as tg:
+                await self.process(worker_func, workers, error_handler, task_group=tg)
+                try:
+                    await feed(items, self.put, refused=self._unprocessed.append)
+                    await self.join()
+                    await self._end_processing(None)
+                except BaseException:
+                    with CancelScope(shield=True):
+                        await self._end_processing(0)
+                    raise
 
     def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
         async def call(entry: _Entry[T]) -> None:
