@@ -696,3 +696,40 @@ async def test_exceptions_come_out_as_raised(
         with pytest.raises(LookupError, match="no more items"):
             await queue.batch_process(items(), slow, 1)
     assert balanced(await queue.books())
+
+
+async def test_a_cancelled_stop_still_hands_back_what_this_process_held(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """stop() (or the block's exit) cancelled while workers finish: the workers
+    are cancelled and every item this process held is handed back and listed,
+    none left pending here until claim_idle."""
+
+    async def slow(item: int) -> None:
+        await anyio.sleep(5)
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=30)
+    with anyio.fail_after(10):
+        async with queue:
+            await queue.put_many(range(4))
+            await queue.process(slow, 2)
+            await until(lambda: queue.in_flight == 2)
+            with anyio.move_on_after(0.05):
+                await queue.stop()
+            assert queue.status is QueueStatus.STOPPED
+            assert queue.in_flight == 0
+        with anyio.move_on_after(0.3):  # the block's exit, cancelled
+            async with queue:
+                await queue.process(slow, 3)
+                await until(lambda: queue.in_flight == 3)
+    assert queue.in_flight == 0
+    assert queue.worker_count == 0
+    assert sorted(queue.unprocessed) == [0, 0, 1, 1, 2]
+    assert queue.metrics["released"] == 5
+    # Handed back: pending still, but idle as if for ever, for any consumer's
+    # next XAUTOCLAIM.
+    handed_back = await client.xpending(
+        queue.keys["stream"], GROUP, start="-", end="+", count=10, idle=10**9
+    )
+    assert len(handed_back) == 3
+    assert (await queue.books()).pending == 3

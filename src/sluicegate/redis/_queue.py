@@ -409,7 +409,8 @@ class RedisWorkQueue(Generic[T]):
         the other processes take them over. Each worker finishes the item it
         holds; after ``timeout`` seconds (None: no limit) items still running
         are cancelled and handed back too. Items other processes hold are not
-        touched.
+        touched. If stop itself is cancelled, the workers are cancelled at once
+        and what they held is handed back the same way.
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
         if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
@@ -514,14 +515,17 @@ class RedisWorkQueue(Generic[T]):
         try:
             await self._end_processing(0)
         except TRANSIENT as exc:
-            self._logger.warning(
-                "RedisWorkQueue %r could not hand back its items (%s); the other "
-                "processes take them over after claim_idle",
-                self._name,
-                exc,
-            )
+            self._could_not_hand_back(exc)
         finally:
             self._status = QueueStatus.STOPPED
+
+    def _could_not_hand_back(self, exc: Exception) -> None:
+        self._logger.warning(
+            "RedisWorkQueue %r could not hand back its items (%s); the other "
+            "processes take them over after claim_idle",
+            self._name,
+            exc,
+        )
 
     # -- producers ----------------------------------------------------------
 
@@ -965,6 +969,18 @@ class RedisWorkQueue(Generic[T]):
             await self._release(local._give_up_buffered(), processing)
             await local.stop(timeout)
             await self._release(local.unprocessed, processing)
+        except BaseException:
+            # Cancelled half way (the caller of stop, or the block's exit): the
+            # local stop cancels the workers; hand back all they held now,
+            # rather than leave it pending here until claim_idle.
+            with CancelScope(shield=True):
+                await processing.fetched_all.wait()
+                await local.stop(0)
+                try:
+                    await self._release(local.unprocessed, processing)
+                except TRANSIENT as exc:
+                    self._could_not_hand_back(exc)
+            raise
         finally:
             processing.heartbeat_scope.cancel()
             if self._processing is processing:
