@@ -733,3 +733,27 @@ async def test_a_cancelled_stop_still_hands_back_what_this_process_held(
     )
     assert len(handed_back) == 3
     assert (await queue.books()).pending == 3
+
+
+async def test_join_returns_when_the_queue_stops(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """A worker that stops the queue (a fatal condition, say) ends a join that
+    waits, as for a WorkQueue: nothing here would process the rest."""
+    ran: list[int] = []
+
+    async def work(item: int) -> None:
+        ran.append(item)
+        if item == 2:
+            await queue.stop()
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.put_many(range(10))
+            await queue.process(work, 1)
+            await queue.join()
+            assert queue.status is QueueStatus.STOPPED
+    assert ran == [0, 1, 2]
+    books = await queue.books()
+    assert (books.acknowledged, books.outstanding) == (3, 7)

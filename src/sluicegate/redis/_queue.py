@@ -417,25 +417,33 @@ class RedisWorkQueue(Generic[T]):
             self._status = QueueStatus.STOPPED
             return
         self._status = QueueStatus.STOPPING
+        self._wake_settled()  # a join or a put waiting for room looks again
         try:
             await self._end_processing(timeout)
             with suppress(*TRANSIENT):
                 await self.books()
         finally:
             self._status = QueueStatus.STOPPED
+            self._wake_settled()
 
     async def join(self) -> None:
         """Wait until the whole queue has nothing outstanding (every item put by
         any process acknowledged or dead-lettered).
 
+        If this queue object stops meanwhile (a worker called `stop`, say),
+        join returns then, as a WorkQueue's does: its workers take no more.
+
         Redis cannot say when a count reaches zero, so this reads the books
         again after each item this process settles, and otherwise every 10 ms
         at first, backing off to every 200 ms.
         """
+        running = self._status is QueueStatus.PROCESSING
         delay = 0.01
         while True:
             books = await self.books()
             if books.outstanding <= 0:
+                return
+            if running and self._status is QueueStatus.STOPPED:
                 return
             if self._settled is None:
                 self._settled = Event()
@@ -518,6 +526,7 @@ class RedisWorkQueue(Generic[T]):
             self._could_not_hand_back(exc)
         finally:
             self._status = QueueStatus.STOPPED
+            self._wake_settled()
 
     def _could_not_hand_back(self, exc: Exception) -> None:
         self._logger.warning(
@@ -819,6 +828,9 @@ class RedisWorkQueue(Generic[T]):
         if self._room_for_fetch is not None:
             self._room_for_fetch.set()
             self._room_for_fetch = None
+        self._wake_settled()
+
+    def _wake_settled(self) -> None:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
