@@ -757,3 +757,24 @@ async def test_join_returns_when_the_queue_stops(
     assert ran == [0, 1, 2]
     books = await queue.books()
     assert (books.acknowledged, books.outstanding) == (3, 7)
+
+
+async def test_a_cancelled_producer_stops_putting(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """Every Redis call is shielded, so put must look for a cancellation
+    itself: a cancelled producer with room in the queue puts nothing more."""
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    puts = 0
+    with anyio.fail_after(5):
+        async with queue:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                for item in range(20):
+                    puts += 1
+                    await queue.put(item)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await queue.put_many(range(5))
+            assert (await queue.books()).enqueued == 0
+    assert puts == 1

@@ -554,9 +554,10 @@ class RedisWorkQueue(Generic[T]):
 
         The put is idempotent in Redis (a call coredis sends again after a lost
         reply adds nothing twice), and keeps trying through a lost connection
-        for up to ``reconnect_timeout`` seconds. Once the item is accepted,
-        put returns True even if it was cancelled meanwhile (the cancellation
-        comes at the caller's next checkpoint).
+        for up to ``reconnect_timeout`` seconds. A put already cancelled when
+        it is called puts nothing; once the item is accepted, put returns True
+        even if it was cancelled meanwhile (the cancellation comes at the
+        caller's next checkpoint).
 
         Raises:
             QueueStateError: the queue is not PROCESSING.
@@ -589,8 +590,9 @@ class RedisWorkQueue(Generic[T]):
         accepted = 0
         delay = 0.005
         while accepted < len(payloads):
-            if accepted:
-                await checkpoint_if_cancelled()  # between chunks: none half put
+            # Before each chunk (none is half put): the call itself is
+            # shielded, so a cancelled producer with room would never notice.
+            await checkpoint_if_cancelled()
             chunk = payloads[accepted : accepted + PUT_CHUNK]
             took = await self._put_chunk(chunk)
             accepted += took
