@@ -634,6 +634,15 @@ async def test_arguments_are_checked_at_the_call(
         await queue.process(lambda item: anyio.lowlevel.checkpoint(), 1)
         with pytest.raises(QueueStateError, match="already has workers"):
             await queue.process(lambda item: anyio.lowlevel.checkpoint(), 1)
+        with pytest.raises(TypeError, match="items must be an iterable"):
+            await queue.put_many(5)  # type: ignore[arg-type]
+        # One str or bytes item would be put character by character (or as
+        # ints): put() is what was meant.
+        with pytest.raises(TypeError, match=r"items must be .* not bytes.*put\(\)"):
+            await queue.put_many(b"raw")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"not str"):
+            await queue.put_many("text")
+        assert (await queue.books()).enqueued == 0
     url_queue: RedisWorkQueue[int] = RedisWorkQueue("redis://localhost:1/0", key)
     with pytest.raises(QueueStateError, match="URL"):
         await url_queue.start()

@@ -579,11 +579,28 @@ class RedisWorkQueue(Generic[T]):
         out first (the first ones are in the queue, the rest not). If the call
         is cancelled while it waits for room, the items accepted before that
         are in the queue.
+
+        Raises:
+            TypeError: ``items`` is not an iterable, or is one str or bytes
+                (use `put` for one item); the serializer cannot store an item
+                (then none is put).
         """
         if timeout is USE_QUEUE_TIMEOUT:
             timeout = self._timeout
         else:
             timeout = check_seconds("timeout", timeout, allow_none=True)
+        if isinstance(items, (str, bytes)):
+            kind = type(items).__name__
+            raise TypeError(
+                f"items must be an iterable of items, not {kind} (its characters "
+                f"or bytes would be put one by one): to put one {kind} item, use "
+                f"put(); got {items!r}"
+            )
+        if not isinstance(items, Iterable):
+            raise TypeError(
+                f"items must be an iterable of items, got {items!r} "
+                f"({type(items).__name__})"
+            )
         self._check_running("put")
         payloads = [self._dump(item) for item in items]
         deadline = None if timeout is None else current_time() + timeout
