@@ -787,3 +787,27 @@ async def test_a_cancelled_producer_stops_putting(
                 await queue.put_many(range(5))
             assert (await queue.books()).enqueued == 0
     assert puts == 1
+
+
+async def test_an_item_the_serializer_cannot_store_is_refused_at_the_put(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    class Picky:
+        def dumps(self, item: object) -> bytes:
+            if item == "bad":
+                raise ValueError("no bad items")
+            return json.dumps(item).encode()
+
+        def loads(self, data: bytes) -> object:
+            return json.loads(data)
+
+    queue: RedisWorkQueue[Any] = RedisWorkQueue(client, key)
+    picky: RedisWorkQueue[Any] = RedisWorkQueue(client, key, serializer=Picky())
+    async with queue, picky:
+        with pytest.raises(TypeError, match=r"cannot store the item \{1, 2\}") as info:
+            await queue.put_many([1, {1, 2}])
+        assert "JSON serializable" in str(info.value)
+        with pytest.raises(TypeError, match="cannot store the item 'bad'") as info:
+            await picky.put("bad")
+        assert isinstance(info.value.__cause__, ValueError)
+        assert (await queue.books()).enqueued == 0  # none of the batch

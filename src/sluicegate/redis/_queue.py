@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import socket
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
@@ -561,7 +562,8 @@ class RedisWorkQueue(Generic[T]):
 
         Raises:
             QueueStateError: the queue is not PROCESSING.
-            TypeError: the serializer cannot store the item.
+            TypeError: the serializer cannot store the item (what its
+                ``dumps`` raised is the cause).
             coredis.exceptions.RedisError: Redis refused, or stayed unreachable
                 for ``reconnect_timeout``.
         """
@@ -653,7 +655,14 @@ class RedisWorkQueue(Generic[T]):
     def _dump(self, item: T) -> tuple[bytes, bytes]:
         if isinstance(item, bytes):
             return b"b", item
-        data = self._serializer.dumps(item)
+        try:
+            data = self._serializer.dumps(item)
+        except Exception as exc:
+            raise TypeError(
+                f"the serializer {self._serializer!r} cannot store the item "
+                f"{reprlib.repr(item)} ({type(item).__name__}): {exc} (convert the "
+                "item, or pass a serializer= that stores it)"
+            ) from exc
         if isinstance(data, str):
             data = data.encode()
         if not isinstance(data, bytes):
