@@ -811,3 +811,28 @@ async def test_an_item_the_serializer_cannot_store_is_refused_at_the_put(
             await picky.put("bad")
         assert isinstance(info.value.__cause__, ValueError)
         assert (await queue.books()).enqueued == 0  # none of the batch
+
+
+async def test_a_worker_function_that_is_not_async_is_named(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """As in a WorkQueue: the item fails with a TypeError that names the
+    function and says to use `async def`."""
+    errors: list[Exception] = []
+
+    def not_async(item: int) -> None:
+        pass
+
+    async def on_error(exc: Exception, item: int) -> None:
+        errors.append(exc)
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.put(1)
+            await queue.process(not_async, 1, on_error)  # type: ignore[arg-type]
+            await queue.join()
+    [error] = errors
+    assert isinstance(error, TypeError)
+    assert "not_async" in str(error)
+    assert "async def" in str(error)

@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
@@ -35,6 +36,7 @@ from sluicegate._checks import (
     check_int,
     check_optional_int,
     check_seconds,
+    not_awaitable,
 )
 from sluicegate._exceptions import QueueStateError, unwrapped_group
 from sluicegate._feed import feed
@@ -809,7 +811,10 @@ class RedisWorkQueue(Generic[T]):
 
     def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
         async def call(entry: _Entry[T]) -> None:
-            await worker_func(entry.item)
+            result = worker_func(entry.item)
+            if not isawaitable(result):  # the local queue sees only `call`
+                raise not_awaitable("worker_func", worker_func, result)
+            await result
             await self._settle(entry, error=False)
 
         return call
