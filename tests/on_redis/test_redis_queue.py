@@ -767,6 +767,22 @@ async def test_join_returns_when_the_queue_stops(
     books = await queue.books()
     assert (books.acknowledged, books.outstanding) == (3, 7)
 
+    # A join that begins while stops are under way ends with them.
+    async def slow(item: int) -> None:
+        await anyio.sleep(5)
+
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.process(slow, 2)
+            await until(lambda: queue.in_flight == 2)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(queue.stop, 0.3)  # STOPPING for 0.3 s
+                await until(lambda: queue.status is QueueStatus.STOPPING)
+                tg.start_soon(queue.stop, 0.3)
+                tg.start_soon(queue.join)
+            await queue.join()  # stopped: at once, as a WorkQueue's
+    assert queue.in_flight == 0
+
 
 async def test_a_cancelled_producer_stops_putting(
     client: coredis.Redis[bytes], key: str

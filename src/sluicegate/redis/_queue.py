@@ -433,20 +433,22 @@ class RedisWorkQueue(Generic[T]):
         """Wait until the whole queue has nothing outstanding (every item put by
         any process acknowledged or dead-lettered).
 
-        If this queue object stops meanwhile (a worker called `stop`, say),
-        join returns then, as a WorkQueue's does: its workers take no more.
+        Once this queue object is stopped (a worker called `stop`, say), join
+        returns, as a WorkQueue's does: its workers take no more. A join on a
+        queue object that is stopping returns when it is stopped; on a stopped
+        one, at once. (On one not started yet, it waits for the global count.)
 
         Redis cannot say when a count reaches zero, so this reads the books
         again after each item this process settles, and otherwise every 10 ms
         at first, backing off to every 200 ms.
         """
-        running = self._status is QueueStatus.PROCESSING
         delay = 0.01
         while True:
+            if self._status is QueueStatus.STOPPED:
+                await checkpoint()
+                return
             books = await self.books()
             if books.outstanding <= 0:
-                return
-            if running and self._status is QueueStatus.STOPPED:
                 return
             if self._settled is None:
                 self._settled = Event()
