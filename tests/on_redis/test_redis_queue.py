@@ -646,6 +646,8 @@ async def test_arguments_are_checked_at_the_call(
     url_queue: RedisWorkQueue[int] = RedisWorkQueue("redis://localhost:1/0", key)
     with pytest.raises(QueueStateError, match="URL"):
         await url_queue.start()
+    with pytest.raises(QueueStateError, match="URL"):
+        await url_queue.books()  # its client lives only in `async with`
 
 
 async def test_batch_process_puts_and_processes_everything(

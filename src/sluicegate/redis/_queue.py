@@ -457,7 +457,12 @@ class RedisWorkQueue(Generic[T]):
             delay = min(delay * 2, 0.2)
 
     async def books(self) -> RedisQueueBooks:
-        """Read the global books in one atomic call (also kept for `metrics`)."""
+        """Read the global books in one atomic call (also kept for `metrics`).
+
+        Raises:
+            QueueStateError: the client is not open (for a queue given a URL:
+                outside its ``async with``).
+        """
         raw = await self._call(
             _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
         )
@@ -1066,6 +1071,11 @@ class RedisWorkQueue(Generic[T]):
         """Run ``script`` shielded, bounded by call_timeout; replies as bytes
         (a client that decodes replies would garble binary items)."""
         client = self._client
+        if client is None:
+            raise QueueStateError(
+                "this RedisWorkQueue was given a URL, and the client it opens "
+                "lives only inside `async with queue:`; call it there"
+            )
         with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
             return await script.run(client, keys, args, timeout=self._call_timeout)
 
