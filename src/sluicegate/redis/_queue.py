@@ -157,8 +157,9 @@ class RedisWorkQueue(Generic[T]):
             or a URL (``redis://host:6379/0``), for which the queue opens and
             closes a client of its own in its ``async with``.
         name: The queue's name, shared by every process using the queue. Its
-            keys are ``{name}:stream``, ``{name}:dead`` (dead letters) and
-            ``{name}:books``, in one hash slot (Redis Cluster).
+            keys are ``{name}:stream``, ``{name}:dead`` (dead letters),
+            ``{name}:books`` and, for 5 minutes after each put call, a token
+            ``{name}:put:<id>``, all in one hash slot (Redis Cluster).
         maxsize: How many items may be outstanding (accepted, not yet
             acknowledged) across all processes; a put waits for room.
         timeout: How long `put` waits for room by default, in seconds (None:
