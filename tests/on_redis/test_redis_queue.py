@@ -639,9 +639,9 @@ async def test_arguments_are_checked_at_the_call(
         # One str or bytes item would be put character by character (or as
         # ints): put() is what was meant.
         with pytest.raises(TypeError, match=r"items must be .* not bytes.*put\(\)"):
-            await queue.put_many(b"raw")  # type: ignore[arg-type]
+            await queue.put_many(b"raw")
         with pytest.raises(TypeError, match=r"not str"):
-            await queue.put_many("text")
+            await queue.put_many("text")  # type: ignore[arg-type]
         assert (await queue.books()).enqueued == 0
     url_queue: RedisWorkQueue[int] = RedisWorkQueue("redis://localhost:1/0", key)
     with pytest.raises(QueueStateError, match="URL"):
