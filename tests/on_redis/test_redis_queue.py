@@ -635,9 +635,20 @@ async def test_arguments_are_checked_at_the_call(
         await queue.process(lambda item: anyio.lowlevel.checkpoint(), 1)
         with pytest.raises(QueueStateError, match="already has workers"):
             await queue.process(lambda item: anyio.lowlevel.checkpoint(), 1)
+        with pytest.raises(TypeError, match="items must be an iterable"):
+            await queue.put_many(5)  # type: ignore[arg-type]
+        # One str or bytes item would be put character by character (or as
+        # ints): put() is what was meant.
+        with pytest.raises(TypeError, match=r"items must be .* not bytes.*put\(\)"):
+            await queue.put_many(b"raw")
+        with pytest.raises(TypeError, match=r"not str"):
+            await queue.put_many("text")  # type: ignore[arg-type]
+        assert (await queue.books()).enqueued == 0
     url_queue: RedisWorkQueue[int] = RedisWorkQueue("redis://localhost:1/0", key)
     with pytest.raises(QueueStateError, match="URL"):
         await url_queue.start()
+    with pytest.raises(QueueStateError, match="URL"):
+        await url_queue.books()  # its client lives only in `async with`
 
 
 async def test_batch_process_puts_and_processes_everything(
@@ -692,3 +703,188 @@ async def test_on_a_redis_cluster(cluster: list[RedisServer], key: str) -> None:
     assert books.enqueued == books.acknowledged == 40
     assert balanced(books)
     assert first.metrics["processed"] + second.metrics["processed"] == 40
+
+
+class Fatal(BaseException):
+    """A BaseException of the user's own (KeyboardInterrupt, SystemExit-like)."""
+
+
+async def test_exceptions_come_out_as_raised(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """As from a WorkQueue: the one exception that ended the block, a worker's
+    BaseException, an error from a batch's items, not an ExceptionGroup."""
+
+    async def slow(item: int) -> None:
+        await anyio.sleep(1)
+
+    async def fatal(item: int) -> None:
+        raise Fatal
+
+    def items() -> Iterator[int]:
+        yield 1
+        raise LookupError("no more items")
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="in the block"):
+            async with queue:
+                await queue.put_many(range(3))
+                await queue.process(slow, 2)
+                await until(lambda: queue.in_flight == 2)
+                raise ValueError("in the block")
+        assert sorted(queue.unprocessed) == [0, 1]  # cancelled, handed back
+        with pytest.raises(Fatal):
+            async with queue:
+                await queue.process(fatal, 1)
+                await anyio.sleep_forever()
+        with pytest.raises(LookupError, match="no more items"):
+            await queue.batch_process(items(), slow, 1)
+    assert balanced(await queue.books())
+
+
+async def test_a_cancelled_stop_still_hands_back_what_this_process_held(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """stop() (or the block's exit) cancelled while workers finish: the workers
+    are cancelled and every item this process held is handed back and listed,
+    none left pending here until claim_idle."""
+
+    async def slow(item: int) -> None:
+        await anyio.sleep(5)
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=30)
+    with anyio.fail_after(10):
+        async with queue:
+            await queue.put_many(range(4))
+            await queue.process(slow, 2)
+            await until(lambda: queue.in_flight == 2)
+            with anyio.move_on_after(0.05):
+                await queue.stop()
+            assert queue.status is QueueStatus.STOPPED
+            assert queue.in_flight == 0
+        with anyio.move_on_after(0.3):  # the block's exit, cancelled
+            async with queue:
+                await queue.process(slow, 3)
+                await until(lambda: queue.in_flight == 3)
+    assert queue.in_flight == 0
+    assert queue.worker_count == 0
+    assert sorted(queue.unprocessed) == [0, 0, 1, 1, 2]
+    assert queue.metrics["released"] == 5
+    # Handed back: pending still, but idle as if for ever, for any consumer's
+    # next XAUTOCLAIM.
+    handed_back = await client.xpending(
+        queue.keys["stream"], GROUP, start="-", end="+", count=10, idle=10**9
+    )
+    assert len(handed_back) == 3
+    assert (await queue.books()).pending == 3
+
+
+async def test_join_returns_when_the_queue_stops(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """A worker that stops the queue (a fatal condition, say) ends a join that
+    waits, as for a WorkQueue: nothing here would process the rest."""
+    ran: list[int] = []
+
+    async def work(item: int) -> None:
+        ran.append(item)
+        if item == 2:
+            await queue.stop()
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.put_many(range(10))
+            await queue.process(work, 1)
+            await queue.join()
+            assert queue.status is QueueStatus.STOPPED
+    assert ran == [0, 1, 2]
+    books = await queue.books()
+    assert (books.acknowledged, books.outstanding) == (3, 7)
+
+    # A join that begins while stops are under way ends with them.
+    async def slow(item: int) -> None:
+        await anyio.sleep(5)
+
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.process(slow, 2)
+            await until(lambda: queue.in_flight == 2)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(queue.stop, 0.3)  # STOPPING for 0.3 s
+                await until(lambda: queue.status is QueueStatus.STOPPING)
+                tg.start_soon(queue.stop, 0.3)
+                tg.start_soon(queue.join)
+            await queue.join()  # stopped: at once, as a WorkQueue's
+    assert queue.in_flight == 0
+
+
+async def test_a_cancelled_producer_stops_putting(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """Every Redis call is shielded, so put must look for a cancellation
+    itself: a cancelled producer with room in the queue puts nothing more."""
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    puts = 0
+    with anyio.fail_after(5):
+        async with queue:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                for item in range(20):
+                    puts += 1
+                    await queue.put(item)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await queue.put_many(range(5))
+            assert (await queue.books()).enqueued == 0
+    assert puts == 1
+
+
+async def test_an_item_the_serializer_cannot_store_is_refused_at_the_put(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    class Picky:
+        def dumps(self, item: object) -> bytes:
+            if item == "bad":
+                raise ValueError("no bad items")
+            return json.dumps(item).encode()
+
+        def loads(self, data: bytes) -> object:
+            return json.loads(data)
+
+    queue: RedisWorkQueue[Any] = RedisWorkQueue(client, key)
+    picky: RedisWorkQueue[Any] = RedisWorkQueue(client, key, serializer=Picky())
+    async with queue, picky:
+        with pytest.raises(TypeError, match=r"cannot store the item \{1, 2\}") as info:
+            await queue.put_many([1, {1, 2}])
+        assert "JSON serializable" in str(info.value)
+        with pytest.raises(TypeError, match="cannot store the item 'bad'") as info:
+            await picky.put("bad")
+        assert isinstance(info.value.__cause__, ValueError)
+        assert (await queue.books()).enqueued == 0  # none of the batch
+
+
+async def test_a_worker_function_that_is_not_async_is_named(
+    client: coredis.Redis[bytes], key: str
+) -> None:
+    """As in a WorkQueue: the item fails with a TypeError that names the
+    function and says to use `async def`."""
+    errors: list[Exception] = []
+
+    def not_async(item: int) -> None:
+        pass
+
+    async def on_error(exc: Exception, item: int) -> None:
+        errors.append(exc)
+
+    queue: RedisWorkQueue[int] = RedisWorkQueue(client, key, claim_idle=IDLE)
+    with anyio.fail_after(5):
+        async with queue:
+            await queue.put(1)
+            await queue.process(not_async, 1, on_error)  # type: ignore[arg-type]
+            await queue.join()
+    [error] = errors
+    assert isinstance(error, TypeError)
+    assert "not_async" in str(error)
+    assert "async def" in str(error)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import socket
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
@@ -34,8 +36,9 @@ from sluicegate._checks import (
     check_int,
     check_optional_int,
     check_seconds,
+    not_awaitable,
 )
-from sluicegate._exceptions import QueueStateError
+from sluicegate._exceptions import QueueStateError, unwrapped_group
 from sluicegate._feed import feed
 from sluicegate._protocols import RateLimiterProtocol, check_rate_limiter
 from sluicegate._queue import (
@@ -154,8 +157,9 @@ class RedisWorkQueue(Generic[T]):
             or a URL (``redis://host:6379/0``), for which the queue opens and
             closes a client of its own in its ``async with``.
         name: The queue's name, shared by every process using the queue. Its
-            keys are ``{name}:stream``, ``{name}:dead`` (dead letters) and
-            ``{name}:books``, in one hash slot (Redis Cluster).
+            keys are ``{name}:stream``, ``{name}:dead`` (dead letters),
+            ``{name}:books`` and, for 5 minutes after each put call, a token
+            ``{name}:put:<id>``, all in one hash slot (Redis Cluster).
         maxsize: How many items may be outstanding (accepted, not yet
             acknowledged) across all processes; a put waits for room.
         timeout: How long `put` waits for room by default, in seconds (None:
@@ -409,23 +413,31 @@ class RedisWorkQueue(Generic[T]):
         the other processes take them over. Each worker finishes the item it
         holds; after ``timeout`` seconds (None: no limit) items still running
         are cancelled and handed back too. Items other processes hold are not
-        touched.
+        touched. If stop itself is cancelled, the workers are cancelled at once
+        and what they held is handed back the same way.
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
         if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
             self._status = QueueStatus.STOPPED
             return
         self._status = QueueStatus.STOPPING
+        self._wake_settled()  # a join or a put waiting for room looks again
         try:
             await self._end_processing(timeout)
             with suppress(*TRANSIENT):
                 await self.books()
         finally:
             self._status = QueueStatus.STOPPED
+            self._wake_settled()
 
     async def join(self) -> None:
         """Wait until the whole queue has nothing outstanding (every item put by
         any process acknowledged or dead-lettered).
+
+        Once this queue object is stopped (a worker called `stop`, say), join
+        returns, as a WorkQueue's does: its workers take no more. A join on a
+        queue object that is stopping returns when it is stopped; on a stopped
+        one, at once. (On one not started yet, it waits for the global count.)
 
         Redis cannot say when a count reaches zero, so this reads the books
         again after each item this process settles, and otherwise every 10 ms
@@ -433,6 +445,9 @@ class RedisWorkQueue(Generic[T]):
         """
         delay = 0.01
         while True:
+            if self._status is QueueStatus.STOPPED:
+                await checkpoint()
+                return
             books = await self.books()
             if books.outstanding <= 0:
                 return
@@ -443,7 +458,12 @@ class RedisWorkQueue(Generic[T]):
             delay = min(delay * 2, 0.2)
 
     async def books(self) -> RedisQueueBooks:
-        """Read the global books in one atomic call (also kept for `metrics`)."""
+        """Read the global books in one atomic call (also kept for `metrics`).
+
+        Raises:
+            QueueStateError: the client is not open (for a queue given a URL:
+                outside its ``async with``).
+        """
         raw = await self._call(
             _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
         )
@@ -494,17 +514,19 @@ class RedisWorkQueue(Generic[T]):
                 self._client = await stack.enter_async_context(open_client(self._url))
                 stack.callback(setattr, self, "_client", None)
             await self.start()
-            async with create_task_group() as tg:
-                self._task_group = tg
-                try:
-                    yield
-                    await self.stop()
-                except BaseException:
-                    with CancelScope(shield=True):
-                        await self._abort()
-                    raise
-                finally:
-                    self._task_group = None
+            # The one exception that ended the block, as it was raised.
+            with unwrapped_group():
+                async with create_task_group() as tg:
+                    self._task_group = tg
+                    try:
+                        yield
+                        await self.stop()
+                    except BaseException:
+                        with CancelScope(shield=True):
+                            await self._abort()
+                        raise
+                    finally:
+                        self._task_group = None
 
     async def _abort(self) -> None:
         """Leave at once: cancel the workers, hand back what this process holds."""
@@ -512,14 +534,18 @@ class RedisWorkQueue(Generic[T]):
         try:
             await self._end_processing(0)
         except TRANSIENT as exc:
-            self._logger.warning(
-                "RedisWorkQueue %r could not hand back its items (%s); the other "
-                "processes take them over after claim_idle",
-                self._name,
-                exc,
-            )
+            self._could_not_hand_back(exc)
         finally:
             self._status = QueueStatus.STOPPED
+            self._wake_settled()
+
+    def _could_not_hand_back(self, exc: Exception) -> None:
+        self._logger.warning(
+            "RedisWorkQueue %r could not hand back its items (%s); the other "
+            "processes take them over after claim_idle",
+            self._name,
+            exc,
+        )
 
     # -- producers ----------------------------------------------------------
 
@@ -539,13 +565,15 @@ class RedisWorkQueue(Generic[T]):
 
         The put is idempotent in Redis (a call coredis sends again after a lost
         reply adds nothing twice), and keeps trying through a lost connection
-        for up to ``reconnect_timeout`` seconds. Once the item is accepted,
-        put returns True even if it was cancelled meanwhile (the cancellation
-        comes at the caller's next checkpoint).
+        for up to ``reconnect_timeout`` seconds. A put already cancelled when
+        it is called puts nothing; once the item is accepted, put returns True
+        even if it was cancelled meanwhile (the cancellation comes at the
+        caller's next checkpoint).
 
         Raises:
             QueueStateError: the queue is not PROCESSING.
-            TypeError: the serializer cannot store the item.
+            TypeError: the serializer cannot store the item (what its
+                ``dumps`` raised is the cause).
             coredis.exceptions.RedisError: Redis refused, or stayed unreachable
                 for ``reconnect_timeout``.
         """
@@ -563,19 +591,37 @@ class RedisWorkQueue(Generic[T]):
         out first (the first ones are in the queue, the rest not). If the call
         is cancelled while it waits for room, the items accepted before that
         are in the queue.
+
+        Raises:
+            TypeError: ``items`` is not an iterable, or is one str or bytes
+                (use `put` for one item); the serializer cannot store an item
+                (then none is put).
         """
         if timeout is USE_QUEUE_TIMEOUT:
             timeout = self._timeout
         else:
             timeout = check_seconds("timeout", timeout, allow_none=True)
+        if isinstance(items, (str, bytes)):
+            kind = type(items).__name__
+            raise TypeError(
+                f"items must be an iterable of items, not {kind} (its characters "
+                f"or bytes would be put one by one): to put one {kind} item, use "
+                f"put(); got {items!r}"
+            )
+        if not isinstance(items, Iterable):
+            raise TypeError(
+                f"items must be an iterable of items, got {items!r} "
+                f"({type(items).__name__})"
+            )
         self._check_running("put")
         payloads = [self._dump(item) for item in items]
         deadline = None if timeout is None else current_time() + timeout
         accepted = 0
         delay = 0.005
         while accepted < len(payloads):
-            if accepted:
-                await checkpoint_if_cancelled()  # between chunks: none half put
+            # Before each chunk (none is half put): the call itself is
+            # shielded, so a cancelled producer with room would never notice.
+            await checkpoint_if_cancelled()
             chunk = payloads[accepted : accepted + PUT_CHUNK]
             took = await self._put_chunk(chunk)
             accepted += took
@@ -619,7 +665,14 @@ class RedisWorkQueue(Generic[T]):
     def _dump(self, item: T) -> tuple[bytes, bytes]:
         if isinstance(item, bytes):
             return b"b", item
-        data = self._serializer.dumps(item)
+        try:
+            data = self._serializer.dumps(item)
+        except Exception as exc:
+            raise TypeError(
+                f"the serializer {self._serializer!r} cannot store the item "
+                f"{reprlib.repr(item)} ({type(item).__name__}): {exc} (convert the "
+                "item, or pass a serializer= that stores it)"
+            ) from exc
         if isinstance(data, str):
             data = data.encode()
         if not isinstance(data, bytes):
@@ -752,20 +805,24 @@ class RedisWorkQueue(Generic[T]):
         workers: int,
         error_handler: ErrorHandler[T] | None,
     ) -> None:
-        async with create_task_group() as tg:
-            await self.process(worker_func, workers, error_handler, task_group=tg)
-            try:
-                await feed(items, self.put, refused=self._unprocessed.append)
-                await self.join()
-                await self._end_processing(None)
-            except BaseException:
-                with CancelScope(shield=True):
-                    await self._end_processing(0)
-                raise
+        with unwrapped_group():  # the one error (from `items`, say), as raised
+            async with create_task_group() as tg:
+                await self.process(worker_func, workers, error_handler, task_group=tg)
+                try:
+                    await feed(items, self.put, refused=self._unprocessed.append)
+                    await self.join()
+                    await self._end_processing(None)
+                except BaseException:
+                    with CancelScope(shield=True):
+                        await self._end_processing(0)
+                    raise
 
     def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
         async def call(entry: _Entry[T]) -> None:
-            await worker_func(entry.item)
+            result = worker_func(entry.item)
+            if not isawaitable(result):  # the local queue sees only `call`
+                raise not_awaitable("worker_func", worker_func, result)
+            await result
             await self._settle(entry, error=False)
 
         return call
@@ -812,6 +869,9 @@ class RedisWorkQueue(Generic[T]):
         if self._room_for_fetch is not None:
             self._room_for_fetch.set()
             self._room_for_fetch = None
+        self._wake_settled()
+
+    def _wake_settled(self) -> None:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
@@ -962,6 +1022,18 @@ class RedisWorkQueue(Generic[T]):
             await self._release(local._give_up_buffered(), processing)
             await local.stop(timeout)
             await self._release(local.unprocessed, processing)
+        except BaseException:
+            # Cancelled half way (the caller of stop, or the block's exit): the
+            # local stop cancels the workers; hand back all they held now,
+            # rather than leave it pending here until claim_idle.
+            with CancelScope(shield=True):
+                await processing.fetched_all.wait()
+                await local.stop(0)
+                try:
+                    await self._release(local.unprocessed, processing)
+                except TRANSIENT as exc:
+                    self._could_not_hand_back(exc)
+            raise
         finally:
             processing.heartbeat_scope.cancel()
             if self._processing is processing:
@@ -1000,6 +1072,11 @@ class RedisWorkQueue(Generic[T]):
         """Run ``script`` shielded, bounded by call_timeout; replies as bytes
         (a client that decodes replies would garble binary items)."""
         client = self._client
+        if client is None:
+            raise QueueStateError(
+                "this RedisWorkQueue was given a URL, and the client it opens "
+                "lives only inside `async with queue:`; call it there"
+            )
         with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
             return await script.run(client, keys, args, timeout=self._call_timeout)
 
