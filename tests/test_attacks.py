@@ -129,8 +129,9 @@ def lost_wake(queue: BoundedQueue[int]) -> str | None:
         return None
     if queue._getters.parked:
         return f"size={queue.size} with {queue._getters.parked} get() parked"
-    if queue._idle_workers.parked and queue._active < queue._slots:
-        return f"size={queue.size} with {queue._idle_workers.parked} idle workers"
+    idle = queue._idle_workers.parked + queue._pool.reserved
+    if idle and queue._active < queue._slots:
+        return f"size={queue.size} with {idle} idle workers (parked or in reserve)"
     return None
 
 

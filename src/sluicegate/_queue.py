@@ -183,6 +183,9 @@ class BoundedQueue(Scoped, Generic[T]):
         self._idle_workers = WaiterLine(lifo=True, on_lost_wake=self._wake_consumer)
         self._join_event: Event | None = None
         self._pool = WorkerPool(on_empty=self._last_worker_left)
+        # Workers started that have not run yet: they look in the buffer
+        # first, so they are on their way to an item, as woken ones are.
+        self._starting = 0
         self._task_group: TaskGroup | None = None
         # For an Executor: told when the queue stops, and of each item given up.
         self._on_stopped: Callable[[], object] | None = None
@@ -236,7 +239,7 @@ class BoundedQueue(Scoped, Generic[T]):
     @property
     def worker_count(self) -> int:
         """How many workers are running."""
-        return len(self._pool.workers)
+        return len(self._pool)
 
     @property
     def unprocessed(self) -> list[T]:
@@ -301,7 +304,7 @@ class BoundedQueue(Scoped, Generic[T]):
             size=len(self._buffer),
             maxsize=self._maxsize,
             workers=len(self._pool),
-            idle_workers=self._idle_workers.parked,
+            idle_workers=self._idle_workers.parked + self._pool.reserved,
             tasks_waiting_put=self._producers.parked,
             tasks_waiting_get=self._getters.parked,
             concurrency_limit=self._concurrency_limit,
@@ -346,6 +349,7 @@ class BoundedQueue(Scoped, Generic[T]):
         for line in (self._producers, self._getters, self._idle_workers):
             line.event_class = event_class
         self._run += 1
+        self._starting = 0  # (a worker started for the last run that never ran)
         self._status = QueueStatus.PROCESSING
         if self._task_group is not None and self._timer_scope is None:
             # Started again inside its `async with`: the block's task releases
@@ -380,6 +384,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._status = QueueStatus.STOPPING
         self._producers.wake_all()
         self._getters.wake_all()
+        self._pool.withdraw()
         await self._end_workers(list(self._pool.workers), timeout)
         if self._run == run:  # not started again meanwhile: a new run is not ours
             self._finalize()
@@ -406,7 +411,11 @@ class BoundedQueue(Scoped, Generic[T]):
     def _consuming(self) -> bool:
         getters = self._getters
         return bool(
-            self._pool.workers or getters.parked or getters.woken or self._taken_by_get
+            self._pool.workers
+            or self._pool.reserved
+            or getters.parked
+            or getters.woken
+            or self._taken_by_get
         )
 
     def _release_joiners(self) -> None:
@@ -482,7 +491,7 @@ class BoundedQueue(Scoped, Generic[T]):
             self._buffer.append(item)
             # `_accepted`, written out: once per put.
             self._enqueued += 1
-            if self._getters.parked or self._idle_workers.parked:
+            if self._getters.parked or self._idle_workers.parked or self._pool.reserved:
                 self._wake_consumer()
             return True
         return await self._put_waiting(item, timeout)
@@ -517,7 +526,7 @@ class BoundedQueue(Scoped, Generic[T]):
 
     def _accepted(self) -> None:
         self._enqueued += 1
-        if self._getters.parked or self._idle_workers.parked:
+        if self._getters.parked or self._idle_workers.parked or self._pool.reserved:
             self._wake_consumer()
 
     def _wake_producer(self) -> None:
@@ -667,16 +676,27 @@ class BoundedQueue(Scoped, Generic[T]):
         """
         getters = self._getters
         idle = self._idle_workers
-        on_their_way = getters.woken + idle.woken + self._looking + coming
+        woken = idle.woken + self._starting
+        on_their_way = getters.woken + woken + self._looking + coming
         if on_their_way >= len(self._buffer):
             return False  # those on their way will take every buffered item
         if getters.parked:
             return getters.wake_one()
-        if self._active + idle.woken + coming >= self._slots:
+        if self._active + woken + coming >= self._slots:
             return False  # a worker holding a slot takes it next
-        if idle.woken and self._active and not coming:
+        if woken and self._active and not coming:
             return False  # the worker woken first wakes the rest it needs
-        return idle.wake_one()
+        return idle.wake_one() or self._start_reserved()
+
+    def _start_reserved(self) -> bool:
+        """Start a worker from the pool's reserve, as if woken; True if one was."""
+        if self._status is not _PROCESSING:
+            return False
+        worker = self._pool.start_reserved()
+        if worker is None:
+            return False
+        self._starting += 1
+        return True
 
     async def _park_idle(self, worker: Worker) -> None:
         """Park ``worker`` in the idle line (where ending it cancels it) until it
@@ -809,6 +829,11 @@ class BoundedQueue(Scoped, Generic[T]):
     ) -> list[Worker]:
         """Start workers in ``group`` (arguments already checked); return them."""
         workers = self._pool.spawn(group, num_workers, self._run_worker, job)
+        self._starting += len(workers)
+        if self._buffer and self._pool.reserved:
+            # Items wait already: start reserved workers for them now (each
+            # started one starts more while items are left), as a put would.
+            self._wake_consumer()
         if self._timer_scope is None:
             # Without a task group of the queue's own, the timers' task lives
             # beside the workers and ends with the last of them.
@@ -832,6 +857,7 @@ class BoundedQueue(Scoped, Generic[T]):
         is itself stopping (the calling worker ends once its item is done).
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
+        self._pool.withdraw()
         await self._end_workers(list(self._pool.workers), timeout)
 
     async def _run_worker(self, worker: Worker, job: _Job[T]) -> None:  # noqa: PLR0915
@@ -843,6 +869,10 @@ class BoundedQueue(Scoped, Generic[T]):
         handled inline; the others go through `_handle`.
         """
         self._pool.entered(worker)
+        # On its way to the buffer until now, as a woken worker is: do as one
+        # does, and wake others if more items wait than are being come for.
+        self._starting -= 1
+        self._woken()
         producers = self._producers
         buffer = self._buffer
         func = job.func
@@ -968,7 +998,11 @@ class BoundedQueue(Scoped, Generic[T]):
             self._delayed -= len(retries)
             self._buffer.extendleft(reversed(retries))
             for _ in retries:
-                if self._getters.parked or self._idle_workers.parked:
+                if (
+                    self._getters.parked
+                    or self._idle_workers.parked
+                    or self._pool.reserved
+                ):
                     self._wake_consumer()
 
     async def _run_timers(self, scope: CancelScope) -> None:
@@ -983,6 +1017,7 @@ class BoundedQueue(Scoped, Generic[T]):
     async def _end_workers(self, workers: list[Worker], timeout: float | None) -> None:
         # Idle workers are cancelled where they park, not woken: a wake-up would
         # count as one handed out for an item and hold back the next.
+        self._pool.withdraw(workers)  # a crew's reserve: start no more of it
         try:
             await self._pool.end(workers, timeout)
         except BaseException:

@@ -27,6 +27,7 @@ class Worker:
         "ended",
         "ending_others",
         "parked",
+        "spawn",
         "stopping",
         "task_id",
     )
@@ -41,6 +42,7 @@ class Worker:
         self.parked = False
         self.ended = False
         self.ending_others = 0  # stop calls running in this worker's own task
+        self.spawn: _Spawn | None = None  # the spawn call that asked for it
         self.task_id: int | None = None
         # Set when the worker ends or starts ending others, for those waiting
         # on it; made only when someone waits (most workers are never waited
@@ -70,21 +72,56 @@ class Worker:
         await self._signal.wait()
 
 
-class WorkerPool:
-    """The running workers of one queue.
+class _Spawn:
+    """One `WorkerPool.spawn` call: its crew, and how many of its workers are
+    held in reserve (started one at a time, on demand) or running."""
 
-    ``on_empty()`` is called each time the last worker leaves.
+    __slots__ = ("args", "count", "crew", "group", "run", "running")
+
+    def __init__(
+        self,
+        crew: list[Worker],
+        count: int,
+        group: TaskGroup,
+        run: Callable[..., Coroutine[Any, Any, object]],
+        args: tuple[object, ...],
+    ) -> None:
+        self.crew = crew
+        self.group = group
+        self.run = run
+        self.args = args
+        self.running = 0  # workers of the crew started and not yet ended
+        self.count = count  # workers in reserve
+
+
+class WorkerPool:
+    """The workers of one queue: those running, and those held in reserve.
+
+    Of the workers one `spawn` call asks for, only the first `EAGER` start at
+    once; the rest are started one at a time by `start_reserved`, when the
+    queue has an item for a worker and no idle one to wake. Thousands of
+    workers then cost what the busy ones cost, in tasks, memory and the time
+    to start them; a reserved worker counts as an idle one.
+
+    ``on_empty()`` is called each time the last worker leaves with none in
+    reserve.
     """
 
-    __slots__ = ("_on_empty", "_tasks", "workers")
+    __slots__ = ("_on_empty", "_reserves", "_tasks", "reserved", "workers")
+
+    #: Workers started at once per `spawn` call: as many as most programs ask
+    #: for, so that they see every worker running from the start.
+    EAGER = 64
 
     def __init__(self, on_empty: Callable[[], object]) -> None:
         self.workers: set[Worker] = set()
         self._tasks: dict[int, Worker] = {}  # task id -> the worker it runs
         self._on_empty = on_empty
+        self._reserves: list[_Spawn] = []
+        self.reserved = 0  # workers in reserve, of every spawn call
 
     def __len__(self) -> int:
-        return len(self.workers)
+        return len(self.workers) + self.reserved
 
     def spawn(
         self,
@@ -93,19 +130,62 @@ class WorkerPool:
         run: Callable[..., Coroutine[Any, Any, object]],
         *args: object,
     ) -> list[Worker]:
-        """Start ``count`` workers in ``group``, each running ``run(worker, *args)``.
+        """Ask for ``count`` workers in ``group``, each running ``run(worker, *args)``.
 
-        ``run`` must call `entered` first and `left` on its way out.
+        ``run`` must call `entered` first and `left` on its way out. Returns
+        the call's crew: the list of its workers, which grows as reserved
+        ones start (`withdraw` it to start no more of them).
         """
+        spawn = _Spawn([], max(0, count - self.EAGER), group, run, args)
+        self._start(spawn, min(count, self.EAGER))  # may raise: nothing reserved
+        if spawn.count:
+            self._reserves.append(spawn)
+            self.reserved += spawn.count
+        return spawn.crew
+
+    def start_reserved(self) -> Worker | None:
+        """Start one reserved worker; None if there is none in reserve."""
+        while self._reserves:
+            reserve = self._reserves[-1]
+            reserve.count -= 1
+            self.reserved -= 1
+            if not reserve.count:
+                self._reserves.pop()
+            try:
+                return self._start(reserve, 1)[0]
+            except RuntimeError:
+                # Its task group has closed: none of that reserve can start.
+                self.withdraw(reserve.crew)
+        return None
+
+    def withdraw(self, crew: list[Worker] | None = None) -> None:
+        """Start no more reserved workers of ``crew`` (None: of any crew)."""
+        if not self.reserved:
+            return
+        kept = [
+            reserve
+            for reserve in self._reserves
+            if crew is not None and reserve.crew is not crew
+        ]
+        self._reserves = kept
+        self.reserved = sum(reserve.count for reserve in kept)
+        if not self.workers and not self.reserved:
+            self._on_empty()  # the last worker had left; its reserve is gone now
+
+    def _start(self, spawn: _Spawn, count: int) -> list[Worker]:
         started = [Worker() for _ in range(count)]
         for worker in started:
             # Registered first: an eager task factory may run it inside start_soon.
             self.workers.add(worker)
+            worker.spawn = spawn
+            spawn.running += 1
             try:
-                worker._started(group.start_soon(run, worker, *args))
+                worker._started(spawn.group.start_soon(spawn.run, worker, *spawn.args))
             except BaseException:
                 self.workers.discard(worker)
+                spawn.running -= 1
                 raise
+            spawn.crew.append(worker)
         return started
 
     def entered(self, worker: Worker) -> None:
@@ -119,7 +199,15 @@ class WorkerPool:
         self._tasks.pop(worker.task_id, None)  # type: ignore[arg-type]
         worker.ended = True
         worker._notify()
-        if not self.workers:
+        spawn = worker.spawn
+        if spawn is not None:
+            spawn.running -= 1
+            if not spawn.running and spawn.count:
+                # No worker of its spawn call runs: its task group may be
+                # closing, and a worker started there would never run.
+                self.withdraw(spawn.crew)
+                return  # (withdraw called on_empty if that was the last)
+        if not self.workers and not self.reserved:
             self._on_empty()
 
     def current(self) -> Worker | None:
@@ -167,7 +255,9 @@ class WorkerPool:
         await self._wait(workers, None)
 
     def cancel(self, workers: list[Worker] | None = None) -> None:
-        """Cancel ``workers`` (all by default) wherever they are."""
-        for worker in self.workers if workers is None else workers:
+        """Cancel ``workers`` (all, and the reserve, by default) wherever they are."""
+        if workers is None:
+            self.withdraw()
+        for worker in list(self.workers) if workers is None else workers:
             worker.stopping = True
             worker.cancel()
