@@ -791,7 +791,11 @@ class BoundedQueue(Scoped, Generic[T]):
         propagate.
 
         The workers run in ``task_group`` if given, else in the task group of the
-        enclosing ``async with queue:``.
+        enclosing ``async with queue:``. The first 64 start at once; the rest
+        are held in reserve and start one at a time, when an item waits and no
+        idle worker can take it (so thousands of workers under a low
+        `concurrency_limit` cost what the busy ones do). A reserved worker
+        counts as an idle one in `worker_count` and `statistics`.
 
         Raises:
             TypeError: worker_func or error_handler is not callable, num_workers is
