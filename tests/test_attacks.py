@@ -125,6 +125,9 @@ def check_nothing_lost(
 
 def lost_wake(queue: BoundedQueue[int]) -> str | None:
     """Call when every task is blocked: what a buffered item waits for in vain."""
+    if queue._starting:
+        # Every started worker has run by now: none is still on its way.
+        return f"{queue._starting} workers counted as starting"
     if queue.status is not QueueStatus.PROCESSING or not queue.size:
         return None
     if queue._getters.parked:

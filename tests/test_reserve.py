@@ -216,6 +216,10 @@ async def test_storm_with_workers_started_from_reserve(
                     tg.start_soon(burst)
                 if rng.random() < 0.3:
                     await all_blocked()
+                    # Every started worker has run (a quiet loop has nothing
+                    # left to run): none is still counted as on its way.
+                    if queue._starting:
+                        waiting.append(f"step {step}: {queue._starting} starting")
                     idle = queue._idle_workers.parked + queue._pool.reserved
                     if queue.size and idle and queue._active < queue._slots:
                         waiting.append(f"step {step}: size {queue.size}, idle {idle}")
@@ -227,3 +231,56 @@ async def test_storm_with_workers_started_from_reserve(
     assert all(count == 1 for count in handled.values())
     assert set(handled) | set(queue.unprocessed) == accepted
     assert not set(handled) & set(queue.unprocessed)
+
+
+@pytest.mark.parametrize("timeout", [None, 0])
+async def test_stop_before_workers_started_from_reserve_have_run(
+    eager_two: None, timeout: float | None
+) -> None:
+    """Workers started for items, stopped before they ran: every item is
+    processed or listed, the queue stops, and started again it serves items."""
+    done: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        done.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](maxsize=100) as queue:
+            await queue.start_workers(work, 50)
+            for i in range(20):
+                queue.put_nowait(i)  # starts reserved workers, none has run
+            assert queue._starting > 0
+            await queue.stop(timeout)
+            assert queue.status is QueueStatus.STOPPED
+            assert sorted(done + queue.unprocessed) == list(range(20))
+            await queue.start()
+            await queue.start_workers(work, 50)
+            for i in range(20, 40):
+                await queue.put(i)
+            await queue.join()
+    assert sorted(done + queue.unprocessed) == list(range(40))
+    assert set(range(20, 40)) <= set(done)
+
+
+async def test_a_cancelled_block_with_workers_starting_from_reserve(
+    eager_two: None,
+) -> None:
+    done: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.sleep(1)
+        done.append(item)
+
+    queue = BoundedQueue[int](maxsize=100)
+    with anyio.fail_after(GUARD):
+        with anyio.CancelScope() as scope:
+            async with queue:
+                await queue.start_workers(work, 50)
+                for i in range(30):
+                    queue.put_nowait(i)
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    assert sorted(done + queue.unprocessed) == list(range(30))
