@@ -11,7 +11,8 @@ An example that drifts from the API fails the test suite:
 - Setup a reader need not see goes in an invisible block:
   ``<!-- invisible-code-block: python`` in Markdown, ``.. invisible-code-block:
   python`` in reStructuredText.
-- A block that uses ``sluicegate.redis`` runs against the redis-server at
+- A block that names ``sluicegate.redis`` (in a comment, for a check that
+  follows such an example) runs against the redis-server at
   ``SLUICEGATE_REDIS_URL``, with trio on its real clock (a MockClock would jump
   past every wait for the server).
 - A ``console`` (or ``text``) block is shown and not run. A block in any other
