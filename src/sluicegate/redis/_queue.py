@@ -27,7 +27,6 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from coredis.exceptions import (
     ResponseError,
-    StreamDuplicateConsumerGroupError,
     UnblockedError,
 )
 
@@ -63,13 +62,23 @@ from ._client import (
     shielded,
     tagged_key,
 )
+from ._scripts import (
+    ACK,
+    BOOKS,
+    DEAD,
+    GROUP,
+    HEARTBEAT,
+    PUT,
+    RECLAIM,
+    RELEASE,
+    ensure_group,
+)
 from ._serializer import JsonSerializer, Serializer, check_serializer
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
 
-GROUP: Final = "sluicegate"
 #: How long the fetcher's XREADGROUP blocks: the longest a stop waits for it.
 BLOCK_MS: Final = 200
 #: How long a put token lives: a retried put script within it is not run twice.
@@ -78,14 +87,6 @@ TOKEN_TTL: Final = 300
 PUT_CHUNK: Final = 256
 #: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
 RELEASED_IDLE_MS: Final = 10**12
-
-_PUT = LuaScript("queue_put.lua")
-_ACK = LuaScript("queue_ack.lua")
-_RECLAIM = LuaScript("queue_reclaim.lua")
-_DEAD = LuaScript("queue_dead.lua")
-_RELEASE = LuaScript("queue_release.lua")
-_HEARTBEAT = LuaScript("queue_heartbeat.lua")
-_BOOKS = LuaScript("queue_books.lua")
 
 
 @attrs.frozen
@@ -465,7 +466,7 @@ class RedisWorkQueue(Generic[T]):
                 outside its ``async with``).
         """
         raw = await self._call(
-            _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
+            BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
         )
         values = ints(raw, 6, "the books script")
         enqueued, acked, dead, pending, length, dead_length = values
@@ -655,7 +656,7 @@ class RedisWorkQueue(Generic[T]):
         for field, payload in payloads:
             args += [field, payload]
         raw = await self._call_retrying(
-            _PUT, [self._stream, self._books_key, token], args
+            PUT, [self._stream, self._books_key, token], args
         )
         took, _outstanding = ints(raw, 2, "the put script")
         if not 0 <= took <= len(payloads):
@@ -848,7 +849,7 @@ class RedisWorkQueue(Generic[T]):
         try:
             with CancelScope(shield=True):
                 await self._call_retrying(
-                    _ACK, [self._stream, self._books_key], [GROUP, entry.id]
+                    ACK, [self._stream, self._books_key], [GROUP, entry.id]
                 )
         except TRANSIENT as exc:
             self._logger.error(
@@ -934,7 +935,7 @@ class RedisWorkQueue(Generic[T]):
     async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
         """Take over idle entries; True too if the scan of the PEL goes on."""
         raw = await self._call(
-            _RECLAIM,
+            RECLAIM,
             [self._stream, self._books_key, self._dead],
             [
                 GROUP,
@@ -980,7 +981,7 @@ class RedisWorkQueue(Generic[T]):
         if unreadable:
             args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
             moved = await self._call_retrying(
-                _DEAD, [self._stream, self._books_key, self._dead], args
+                DEAD, [self._stream, self._books_key, self._dead], args
             )
             self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
         return entries
@@ -1002,7 +1003,7 @@ class RedisWorkQueue(Generic[T]):
                     continue
                 args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
                 try:
-                    await self._call(_HEARTBEAT, [self._stream], args)
+                    await self._call(HEARTBEAT, [self._stream], args)
                 except TRANSIENT as exc:
                     await trouble.pause(self._logger, self._name, exc)
                 else:
@@ -1050,7 +1051,7 @@ class RedisWorkQueue(Generic[T]):
         try:
             with CancelScope(shield=True):
                 await self._call_retrying(
-                    _RELEASE,
+                    RELEASE,
                     [self._stream],
                     [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
                 )
@@ -1063,8 +1064,7 @@ class RedisWorkQueue(Generic[T]):
     # -- Redis calls ---------------------------------------------------------
 
     async def _ensure_group(self) -> None:
-        with suppress(StreamDuplicateConsumerGroupError):  # BUSYGROUP: it exists
-            await self._client.xgroup_create(self._stream, GROUP, "0", mkstream=True)
+        await ensure_group(self._client, self._stream)
 
     async def _call(
         self, script: LuaScript, keys: list[str], args: Sequence[Any]
