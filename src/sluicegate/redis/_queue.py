@@ -8,8 +8,8 @@ import os
 import reprlib
 import socket
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
@@ -52,7 +52,6 @@ from sluicegate._queue import (
 from ._calls import TRANSIENT, read_group
 from ._client import (
     CALL_TIMEOUT,
-    LuaScript,
     RedisClient,
     check_client,
     check_open,
@@ -62,6 +61,7 @@ from ._client import (
     shielded,
     tagged_key,
 )
+from ._retrying import Backoff, QueueCalls
 from ._scripts import (
     ACK,
     BOOKS,
@@ -211,10 +211,10 @@ class RedisWorkQueue(Generic[T]):
                     f"redis://, rediss:// or unix://, got {redis!r}"
                 )
             self._url: str | None = redis
-            self._client: Any = None
+            client: Any = None
         else:
             self._url = None
-            self._client = check_client(redis, "redis")
+            client = check_client(redis, "redis")
         self._stream: Final = tagged_key(name, "stream", "name")
         self._dead: Final = tagged_key(name, "dead", "name")
         self._books_key: Final = tagged_key(name, "books", "name")
@@ -237,8 +237,12 @@ class RedisWorkQueue(Generic[T]):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         self._call_timeout: Final = check_timeout(call_timeout, "call_timeout")
-        self._reconnect_timeout: Final = check_timeout(
-            reconnect_timeout, "reconnect_timeout"
+        self._calls: Final = QueueCalls(
+            client,
+            name=name,
+            logger=self._logger,
+            call_timeout=self._call_timeout,
+            reconnect_timeout=check_timeout(reconnect_timeout, "reconnect_timeout"),
         )
         self._consumer: Final = (
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -285,7 +289,7 @@ class RedisWorkQueue(Generic[T]):
     @property
     def client(self) -> Any:
         """The coredis client (None before ``async with`` opens one for a URL)."""
-        return self._client
+        return self._calls.client
 
     @property
     def status(self) -> QueueStatus:
@@ -396,13 +400,13 @@ class RedisWorkQueue(Generic[T]):
             raise QueueStateError(
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
-        if self._client is None:
+        if self._calls.client is None:
             raise QueueStateError(
                 "cannot start(): this queue was given a URL, and the client it "
                 "opens lives in `async with queue:`; use that, or pass a "
                 "coredis client you opened yourself"
             )
-        check_open(self._client)
+        check_open(self._calls.client)
         await shielded(self._ensure_group, self._call_timeout)
         self._status = QueueStatus.PROCESSING
 
@@ -465,7 +469,7 @@ class RedisWorkQueue(Generic[T]):
             QueueStateError: the client is not open (for a queue given a URL:
                 outside its ``async with``).
         """
-        raw = await self._call(
+        raw = await self._calls.call(
             BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
         )
         values = ints(raw, 6, "the books script")
@@ -512,8 +516,9 @@ class RedisWorkQueue(Generic[T]):
         stop this process's part on the way out."""
         async with AsyncExitStack() as stack:
             if self._url is not None:
-                self._client = await stack.enter_async_context(open_client(self._url))
-                stack.callback(setattr, self, "_client", None)
+                client = await stack.enter_async_context(open_client(self._url))
+                self._calls.client = client
+                stack.callback(setattr, self._calls, "client", None)
             await self.start()
             # The one exception that ended the block, as it was raised.
             with unwrapped_group():
@@ -655,7 +660,7 @@ class RedisWorkQueue(Generic[T]):
         args: list[str | bytes | int] = [self._maxsize, TOKEN_TTL]
         for field, payload in payloads:
             args += [field, payload]
-        raw = await self._call_retrying(
+        raw = await self._calls.call_retrying(
             PUT, [self._stream, self._books_key, token], args
         )
         took, _outstanding = ints(raw, 2, "the put script")
@@ -848,7 +853,7 @@ class RedisWorkQueue(Generic[T]):
         """Acknowledge a finished item (never cancelled half way)."""
         try:
             with CancelScope(shield=True):
-                await self._call_retrying(
+                await self._calls.call_retrying(
                     ACK, [self._stream, self._books_key], [GROUP, entry.id]
                 )
         except TRANSIENT as exc:
@@ -882,7 +887,7 @@ class RedisWorkQueue(Generic[T]):
         over idle ones first, when due), and hand them to the workers."""
         claim_every = self._claim_idle / 2
         next_claim = current_time()
-        trouble = _Backoff()
+        trouble = Backoff()
         try:
             with processing.fetch_scope:
                 while True:
@@ -921,7 +926,7 @@ class RedisWorkQueue(Generic[T]):
     async def _read(self, count: int) -> list[_Entry[T]]:
         raw = await shielded(
             lambda: read_group(
-                self._client,
+                self._calls.client,
                 group=GROUP,
                 consumer=self._consumer,
                 stream=self._stream,
@@ -934,7 +939,7 @@ class RedisWorkQueue(Generic[T]):
 
     async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
         """Take over idle entries; True too if the scan of the PEL goes on."""
-        raw = await self._call(
+        raw = await self._calls.call(
             RECLAIM,
             [self._stream, self._books_key, self._dead],
             [
@@ -980,7 +985,7 @@ class RedisWorkQueue(Generic[T]):
             entries.append(_Entry(entry_id, item, deliveries))
         if unreadable:
             args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
-            moved = await self._call_retrying(
+            moved = await self._calls.call_retrying(
                 DEAD, [self._stream, self._books_key, self._dead], args
             )
             self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
@@ -995,7 +1000,7 @@ class RedisWorkQueue(Generic[T]):
     async def _heartbeat(self, processing: _Processing[T]) -> None:
         """Renew the entries this process holds every claim_idle / 3 seconds,
         so that no other process takes over an item a live worker runs."""
-        trouble = _Backoff()
+        trouble = Backoff()
         with processing.heartbeat_scope:
             while True:
                 await sleep(self._claim_idle / 3)
@@ -1003,7 +1008,7 @@ class RedisWorkQueue(Generic[T]):
                     continue
                 args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
                 try:
-                    await self._call(HEARTBEAT, [self._stream], args)
+                    await self._calls.call(HEARTBEAT, [self._stream], args)
                 except TRANSIENT as exc:
                     await trouble.pause(self._logger, self._name, exc)
                 else:
@@ -1050,7 +1055,7 @@ class RedisWorkQueue(Generic[T]):
         ids = [e.id for e in entries]
         try:
             with CancelScope(shield=True):
-                await self._call_retrying(
+                await self._calls.call_retrying(
                     RELEASE,
                     [self._stream],
                     [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
@@ -1064,37 +1069,7 @@ class RedisWorkQueue(Generic[T]):
     # -- Redis calls ---------------------------------------------------------
 
     async def _ensure_group(self) -> None:
-        await ensure_group(self._client, self._stream)
-
-    async def _call(
-        self, script: LuaScript, keys: list[str], args: Sequence[Any]
-    ) -> object:
-        """Run ``script`` shielded, bounded by call_timeout; replies as bytes
-        (a client that decodes replies would garble binary items)."""
-        client = self._client
-        if client is None:
-            raise QueueStateError(
-                "this RedisWorkQueue was given a URL, and the client it opens "
-                "lives only inside `async with queue:`; call it there"
-            )
-        with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
-            return await script.run(client, keys, args, timeout=self._call_timeout)
-
-    async def _call_retrying(
-        self, script: LuaScript, keys: list[str], args: Sequence[Any]
-    ) -> object:
-        """`_call`, tried again through connection trouble for up to
-        reconnect_timeout (every script but reclaim is safe to repeat)."""
-        deadline = current_time() + self._reconnect_timeout
-        trouble = _Backoff()
-        while True:
-            try:
-                return await self._call(script, keys, args)
-            except TRANSIENT as exc:
-                if current_time() + trouble.delay > deadline:
-                    raise
-                with CancelScope(shield=True):
-                    await trouble.pause(self._logger, self._name, exc)
+        await ensure_group(self._calls.client, self._stream)
 
     # -- checks --------------------------------------------------------------
 
@@ -1114,25 +1089,3 @@ class RedisWorkQueue(Generic[T]):
         if count is not None:
             return count
         return self._concurrency_limit or 1
-
-
-class _Backoff:
-    """Pauses between attempts through connection trouble: 50 ms doubling to
-    1 s; the first trouble of a stretch is logged as a warning."""
-
-    __slots__ = ("delay", "logged")
-
-    def __init__(self) -> None:
-        self.delay = 0.05
-        self.logged = False
-
-    async def pause(self, logger: logging.Logger, name: str, exc: Exception) -> None:
-        if not self.logged:
-            self.logged = True
-            logger.warning("RedisWorkQueue %r: Redis trouble (%r); retrying", name, exc)
-        await sleep(self.delay)
-        self.delay = min(self.delay * 2, 1.0)
-
-    def reset(self) -> None:
-        self.delay = 0.05
-        self.logged = False
