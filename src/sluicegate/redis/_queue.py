@@ -14,7 +14,6 @@ from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
-import attrs
 from anyio import (
     CancelScope,
     Event,
@@ -49,6 +48,7 @@ from sluicegate._queue import (
     WorkerFunc,
 )
 
+from ._books import RedisQueueBooks, read_books
 from ._calls import TRANSIENT, read_group
 from ._client import (
     CALL_TIMEOUT,
@@ -64,7 +64,6 @@ from ._client import (
 from ._retrying import Backoff, QueueCalls
 from ._scripts import (
     ACK,
-    BOOKS,
     DEAD,
     GROUP,
     HEARTBEAT,
@@ -87,34 +86,6 @@ TOKEN_TTL: Final = 300
 PUT_CHUNK: Final = 256
 #: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
 RELEASED_IDLE_MS: Final = 10**12
-
-
-@attrs.frozen
-class RedisQueueBooks:
-    """The global books of a RedisWorkQueue, read in one atomic call.
-
-    ``enqueued == acknowledged + outstanding + dead_lettered`` always.
-
-    Attributes:
-        enqueued: Items ever accepted.
-        acknowledged: Items whose worker function returned or whose error was
-            recorded.
-        dead_lettered: Items moved to the dead stream (delivered more than
-            ``max_deliveries`` times, or unreadable).
-        outstanding: Items accepted and not yet acknowledged or dead-lettered.
-        pending: Of those, items delivered to a worker process (fetched,
-            running, or held by a process that died).
-        stream_length: Entries in the stream (equal to ``outstanding``).
-        dead_length: Entries in the dead stream.
-    """
-
-    enqueued: int
-    acknowledged: int
-    dead_lettered: int
-    outstanding: int
-    pending: int
-    stream_length: int
-    dead_length: int
 
 
 class _Entry(Generic[T]):
@@ -469,19 +440,8 @@ class RedisWorkQueue(Generic[T]):
             QueueStateError: the client is not open (for a queue given a URL:
                 outside its ``async with``).
         """
-        raw = await self._calls.call(
-            BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
-        )
-        values = ints(raw, 6, "the books script")
-        enqueued, acked, dead, pending, length, dead_length = values
-        self._books = RedisQueueBooks(
-            enqueued=enqueued,
-            acknowledged=acked,
-            dead_lettered=dead,
-            outstanding=enqueued - acked - dead,
-            pending=pending,
-            stream_length=length,
-            dead_length=dead_length,
+        self._books = await read_books(
+            self._calls, stream=self._stream, books=self._books_key, dead=self._dead
         )
         return self._books
 
