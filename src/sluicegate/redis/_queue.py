@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import reprlib
 import socket
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -72,7 +71,13 @@ from ._scripts import (
     RELEASE,
     ensure_group,
 )
-from ._serializer import JsonSerializer, Serializer, check_serializer
+from ._serializer import (
+    JsonSerializer,
+    Serializer,
+    check_serializer,
+    dump_item,
+    load_item,
+)
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
@@ -580,7 +585,7 @@ class RedisWorkQueue(Generic[T]):
                 f"({type(items).__name__})"
             )
         self._check_running("put")
-        payloads = [self._dump(item) for item in items]
+        payloads = [dump_item(self._serializer, item) for item in items]
         deadline = None if timeout is None else current_time() + timeout
         accepted = 0
         delay = 0.005
@@ -627,32 +632,6 @@ class RedisWorkQueue(Generic[T]):
         if not 0 <= took <= len(payloads):
             raise RuntimeError(f"the put script accepted {took} of {len(payloads)}")
         return took
-
-    def _dump(self, item: T) -> tuple[bytes, bytes]:
-        if isinstance(item, bytes):
-            return b"b", item
-        try:
-            data = self._serializer.dumps(item)
-        except Exception as exc:
-            raise TypeError(
-                f"the serializer {self._serializer!r} cannot store the item "
-                f"{reprlib.repr(item)} ({type(item).__name__}): {exc} (convert the "
-                "item, or pass a serializer= that stores it)"
-            ) from exc
-        if isinstance(data, str):
-            data = data.encode()
-        if not isinstance(data, bytes):
-            raise TypeError(
-                f"serializer.dumps must return bytes or str, got {type(data).__name__}"
-            )
-        return b"v", data
-
-    def _load(self, fields: list[Any]) -> T:
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-        if b"b" in pairs:
-            return pairs[b"b"]  # type: ignore[no-any-return]
-        value: T = self._serializer.loads(pairs[b"v"])
-        return value
 
     # -- processing ----------------------------------------------------------
 
@@ -932,7 +911,7 @@ class RedisWorkQueue(Generic[T]):
             if not isinstance(entry_id, bytes) or not isinstance(fields, list):
                 raise RuntimeError(f"unexpected stream entry: {entry_id!r} {fields!r}")
             try:
-                item = self._load(fields)
+                item = load_item(self._serializer, fields)
             except Exception as exc:
                 self._logger.error(
                     "RedisWorkQueue %r: entry %s cannot be read (%r): dead-lettered",
