@@ -19,14 +19,9 @@ from anyio import (
     create_task_group,
     current_time,
     move_on_after,
-    sleep,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
-from coredis.exceptions import (
-    ResponseError,
-    UnblockedError,
-)
 
 from sluicegate._checks import (
     check_callable,
@@ -48,7 +43,7 @@ from sluicegate._queue import (
 )
 
 from ._books import RedisQueueBooks, read_books
-from ._calls import TRANSIENT, read_group
+from ._calls import TRANSIENT
 from ._client import (
     CALL_TIMEOUT,
     RedisClient,
@@ -60,15 +55,12 @@ from ._client import (
     shielded,
     tagged_key,
 )
-from ._retrying import Backoff, QueueCalls
+from ._fetcher import Entry, Fetcher, Processing
+from ._retrying import QueueCalls
 from ._scripts import (
     ACK,
-    DEAD,
     GROUP,
-    HEARTBEAT,
     PUT,
-    RECLAIM,
-    RELEASE,
     ensure_group,
 )
 from ._serializer import (
@@ -76,47 +68,16 @@ from ._serializer import (
     Serializer,
     check_serializer,
     dump_item,
-    load_item,
 )
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
 
-#: How long the fetcher's XREADGROUP blocks: the longest a stop waits for it.
-BLOCK_MS: Final = 200
 #: How long a put token lives: a retried put script within it is not run twice.
 TOKEN_TTL: Final = 300
 #: Items per put script call.
 PUT_CHUNK: Final = 256
-#: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
-RELEASED_IDLE_MS: Final = 10**12
-
-
-class _Entry(Generic[T]):
-    """One stream entry this process fetched: its id, its item, its deliveries."""
-
-    __slots__ = ("deliveries", "id", "item")
-
-    def __init__(self, entry_id: bytes, item: T, deliveries: int) -> None:
-        self.id = entry_id
-        self.item = item
-        self.deliveries = deliveries
-
-    def __repr__(self) -> str:
-        return f"<entry {self.id.decode()} {self.item!r}>"
-
-
-class _Processing(Generic[T]):
-    """One `process` call's state: its workers' local queue, its two tasks."""
-
-    def __init__(self, local: BoundedQueue[_Entry[T]], capacity: int) -> None:
-        self.local = local
-        self.capacity = capacity
-        self.fetch_scope = CancelScope()
-        self.fetched_all = Event()
-        self.heartbeat_scope = CancelScope()
-        self.released: set[bytes] = set()
 
 
 class RedisWorkQueue(Generic[T]):
@@ -226,15 +187,11 @@ class RedisWorkQueue(Generic[T]):
         self._status = QueueStatus.IDLE
         self._task_group: TaskGroup | None = None
         self._lifespan_stack: AsyncExitStack | None = None
-        self._processing: _Processing[T] | None = None
-        # Fetched entries not yet settled (buffered or running), by id: the
-        # heartbeat renews them, a stop hands back those not started.
-        self._held: dict[bytes, _Entry[T]] = {}
-        self._room_for_fetch: Event | None = None
+        self._processing: Processing[T] | None = None
         self._settled: Event | None = None  # set when this process settles one
         self._unprocessed: list[T] = []
         self._books = RedisQueueBooks(0, 0, 0, 0, 0, 0, 0)
-        self._counts = dict.fromkeys(
+        self._counts: dict[str, int] = dict.fromkeys(
             (
                 "put",
                 "backpressure_events",
@@ -247,7 +204,19 @@ class RedisWorkQueue(Generic[T]):
             ),
             0,
         )
-        self._claim_cursor = b"0-0"
+        self._fetcher: Final[Fetcher[T]] = Fetcher(
+            self._calls,
+            stream=self._stream,
+            books=self._books_key,
+            dead=self._dead,
+            consumer=self._consumer,
+            claim_idle=self._claim_idle,
+            max_deliveries=self._max_deliveries,
+            serializer=self._serializer,
+            counts=self._counts,
+            unprocessed=self._unprocessed,
+            on_settled=self._wake_settled,
+        )
         self._said_trouble = False
 
     # -- properties ----------------------------------------------------------
@@ -317,7 +286,7 @@ class RedisWorkQueue(Generic[T]):
     @property
     def in_flight(self) -> int:
         """Items this process fetched and has not settled (buffered or running)."""
-        return len(self._held)
+        return len(self._fetcher.held)
 
     @property
     def unprocessed(self) -> list[T]:
@@ -348,7 +317,7 @@ class RedisWorkQueue(Generic[T]):
             "dead_lettered": books.dead_lettered,
             "pending": books.pending,
             **self._counts,
-            "in_flight": len(self._held),
+            "in_flight": len(self._fetcher.held),
             "unprocessed": len(self._unprocessed),
         }
 
@@ -356,7 +325,7 @@ class RedisWorkQueue(Generic[T]):
         return (
             f"<RedisWorkQueue {self._name!r} {self._status.value}, "
             f"maxsize={self._maxsize}, workers={self.worker_count}, "
-            f"in_flight={len(self._held)}, consumer={self._consumer!r}>"
+            f"in_flight={len(self._fetcher.held)}, consumer={self._consumer!r}>"
         )
 
     # -- lifecycle -----------------------------------------------------------
@@ -685,11 +654,11 @@ class RedisWorkQueue(Generic[T]):
             )
         limit = self._concurrency_limit
         capacity = workers if limit is None else min(workers, limit)
-        local: BoundedQueue[_Entry[T]] = BoundedQueue(
+        local: BoundedQueue[Entry[T]] = BoundedQueue(
             capacity, concurrency_limit=limit, logger=self._logger
         )
         await local.start()
-        processing = _Processing(local, capacity)
+        processing = Processing(local, capacity)
         self._processing = processing
         await local.start_workers(
             self._worker_call(worker_func),
@@ -698,8 +667,8 @@ class RedisWorkQueue(Generic[T]):
             task_group=group,
             rate_limiter=self._rate_limiter,
         )
-        group.start_soon(self._fetch, processing)
-        group.start_soon(self._heartbeat, processing)
+        group.start_soon(self._fetcher.fetch, processing)
+        group.start_soon(self._fetcher.heartbeat, processing)
 
     async def batch_process(
         self,
@@ -762,8 +731,8 @@ class RedisWorkQueue(Generic[T]):
                         await self._end_processing(0)
                     raise
 
-    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
-        async def call(entry: _Entry[T]) -> None:
+    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[Entry[T]]:
+        async def call(entry: Entry[T]) -> None:
             result = worker_func(entry.item)
             if not isawaitable(result):  # the local queue sees only `call`
                 raise not_awaitable("worker_func", worker_func, result)
@@ -773,9 +742,9 @@ class RedisWorkQueue(Generic[T]):
         return call
 
     def _error_call(
-        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[_Entry[T]]
-    ) -> ErrorHandler[_Entry[T]]:
-        async def on_error(exc: Exception, entry: _Entry[T]) -> None:
+        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[Entry[T]]
+    ) -> ErrorHandler[Entry[T]]:
+        async def on_error(exc: Exception, entry: Entry[T]) -> None:
             try:
                 if error_handler is None:
                     local._log_failure(exc, entry)
@@ -788,7 +757,7 @@ class RedisWorkQueue(Generic[T]):
 
         return on_error
 
-    async def _settle(self, entry: _Entry[T], *, error: bool) -> None:
+    async def _settle(self, entry: Entry[T], *, error: bool) -> None:
         """Acknowledge a finished item (never cancelled half way)."""
         try:
             with CancelScope(shield=True):
@@ -807,151 +776,12 @@ class RedisWorkQueue(Generic[T]):
             self._counts["processed"] += 1
             if error:
                 self._counts["errors"] += 1
-            self._unhold(entry)
-
-    def _unhold(self, entry: _Entry[T]) -> None:
-        self._held.pop(entry.id, None)
-        if self._room_for_fetch is not None:
-            self._room_for_fetch.set()
-            self._room_for_fetch = None
-        self._wake_settled()
+            self._fetcher.unhold(entry)
 
     def _wake_settled(self) -> None:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
-
-    async def _fetch(self, processing: _Processing[T]) -> None:
-        """The fetcher: read as many entries as there are free workers (taking
-        over idle ones first, when due), and hand them to the workers."""
-        claim_every = self._claim_idle / 2
-        next_claim = current_time()
-        trouble = Backoff()
-        try:
-            with processing.fetch_scope:
-                while True:
-                    free = processing.capacity - len(self._held)
-                    if free <= 0:
-                        self._room_for_fetch = Event()
-                        await self._room_for_fetch.wait()
-                        continue
-                    try:
-                        entries: list[_Entry[T]] = []
-                        if current_time() >= next_claim:
-                            entries, more = await self._reclaim(free)
-                            if not more:
-                                next_claim = current_time() + claim_every
-                        if not entries:
-                            entries = await self._read(free)
-                    except TRANSIENT as exc:
-                        await trouble.pause(self._logger, self._name, exc)
-                        continue
-                    except ResponseError as exc:
-                        # UNBLOCKED: the stream was deleted under XREADGROUP.
-                        if "NOGROUP" not in str(exc) and not isinstance(
-                            exc, UnblockedError
-                        ):
-                            raise
-                        # The stream or group is gone (deleted, or a server
-                        # restarted empty): make them again.
-                        await shielded(self._ensure_group, self._call_timeout)
-                        continue
-                    trouble.reset()
-                    self._hand_over(entries, processing)
-                    await checkpoint()
-        finally:
-            processing.fetched_all.set()
-
-    async def _read(self, count: int) -> list[_Entry[T]]:
-        raw = await shielded(
-            lambda: read_group(
-                self._calls.client,
-                group=GROUP,
-                consumer=self._consumer,
-                stream=self._stream,
-                count=count,
-                block_ms=BLOCK_MS,
-            ),
-            BLOCK_MS / 1000 + self._call_timeout,
-        )
-        return await self._entries([(e[0], e[1], 1) for e in raw])
-
-    async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
-        """Take over idle entries; True too if the scan of the PEL goes on."""
-        raw = await self._calls.call(
-            RECLAIM,
-            [self._stream, self._books_key, self._dead],
-            [
-                GROUP,
-                self._consumer,
-                int(self._claim_idle * 1000),
-                self._claim_cursor,
-                count,
-                self._max_deliveries,
-            ],
-        )
-        if not (isinstance(raw, list) and len(raw) == 3):
-            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
-        cursor, taken, dead = raw
-        if not (isinstance(cursor, bytes) and isinstance(taken, list)):
-            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
-        self._claim_cursor = cursor
-        self._counts["dead_lettered_here"] += int(dead)
-        self._counts["reclaimed"] += len(taken)
-        entries = await self._entries([(e[0], e[1], int(e[2])) for e in taken])
-        self._counts["redelivered"] += sum(1 for e in entries if e.deliveries > 1)
-        return entries, cursor != b"0-0"
-
-    async def _entries(self, raw: list[tuple[Any, Any, int]]) -> list[_Entry[T]]:
-        """Decode fetched entries; one that cannot be read goes to the dead
-        stream at once (it would fail the same way everywhere)."""
-        entries: list[_Entry[T]] = []
-        unreadable: list[bytes] = []
-        for entry_id, fields, deliveries in raw:
-            if not isinstance(entry_id, bytes) or not isinstance(fields, list):
-                raise RuntimeError(f"unexpected stream entry: {entry_id!r} {fields!r}")
-            try:
-                item = load_item(self._serializer, fields)
-            except Exception as exc:
-                self._logger.error(
-                    "RedisWorkQueue %r: entry %s cannot be read (%r): dead-lettered",
-                    self._name,
-                    entry_id.decode(),
-                    exc,
-                )
-                unreadable.append(entry_id)
-                continue
-            entries.append(_Entry(entry_id, item, deliveries))
-        if unreadable:
-            args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
-            moved = await self._calls.call_retrying(
-                DEAD, [self._stream, self._books_key, self._dead], args
-            )
-            self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
-        return entries
-
-    def _hand_over(self, entries: list[_Entry[T]], processing: _Processing[T]) -> None:
-        local = processing.local
-        for entry in entries:
-            self._held[entry.id] = entry
-            local.put_nowait(entry)  # room: held entries never exceed capacity
-
-    async def _heartbeat(self, processing: _Processing[T]) -> None:
-        """Renew the entries this process holds every claim_idle / 3 seconds,
-        so that no other process takes over an item a live worker runs."""
-        trouble = Backoff()
-        with processing.heartbeat_scope:
-            while True:
-                await sleep(self._claim_idle / 3)
-                if not self._held:
-                    continue
-                args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
-                try:
-                    await self._calls.call(HEARTBEAT, [self._stream], args)
-                except TRANSIENT as exc:
-                    await trouble.pause(self._logger, self._name, exc)
-                else:
-                    trouble.reset()
 
     async def _end_processing(self, timeout: float | None) -> None:
         """End this process's workers: stop fetching, hand back what no worker
@@ -964,9 +794,9 @@ class RedisWorkQueue(Generic[T]):
         try:
             processing.fetch_scope.cancel()
             await processing.fetched_all.wait()
-            await self._release(local._give_up_buffered(), processing)
+            await self._fetcher.release(local._give_up_buffered(), processing)
             await local.stop(timeout)
-            await self._release(local.unprocessed, processing)
+            await self._fetcher.release(local.unprocessed, processing)
         except BaseException:
             # Cancelled half way (the caller of stop, or the block's exit): the
             # local stop cancels the workers; hand back all they held now,
@@ -975,7 +805,7 @@ class RedisWorkQueue(Generic[T]):
                 await processing.fetched_all.wait()
                 await local.stop(0)
                 try:
-                    await self._release(local.unprocessed, processing)
+                    await self._fetcher.release(local.unprocessed, processing)
                 except TRANSIENT as exc:
                     self._could_not_hand_back(exc)
             raise
@@ -983,29 +813,6 @@ class RedisWorkQueue(Generic[T]):
             processing.heartbeat_scope.cancel()
             if self._processing is processing:
                 self._processing = None
-
-    async def _release(
-        self, entries: list[_Entry[T]], processing: _Processing[T]
-    ) -> None:
-        entries = [e for e in entries if e.id not in processing.released]
-        if not entries:
-            return
-        processing.released.update(e.id for e in entries)
-        ids = [e.id for e in entries]
-        try:
-            with CancelScope(shield=True):
-                await self._calls.call_retrying(
-                    RELEASE,
-                    [self._stream],
-                    [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
-                )
-        finally:
-            for entry in entries:
-                self._unprocessed.append(entry.item)
-                self._counts["released"] += 1
-                self._unhold(entry)
-
-    # -- Redis calls ---------------------------------------------------------
 
     async def _ensure_group(self) -> None:
         await ensure_group(self._calls.client, self._stream)
