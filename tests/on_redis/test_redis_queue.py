@@ -27,7 +27,7 @@ from on_redis.servers import RedisServer
 from sluicegate import QueueProtocol, QueueStateError, QueueStatus
 from sluicegate.redis import RedisQueueBooks, RedisWorkQueue
 from sluicegate.redis._calls import read_group
-from sluicegate.redis._queue import _ACK, _PUT, GROUP
+from sluicegate.redis._scripts import ACK, GROUP, PUT
 
 HERE = Path(__file__).parent
 IDLE = 0.3  # claim_idle: short, so that reclaims come quickly
@@ -176,8 +176,8 @@ async def test_put_script_runs_once_per_token(
     async with queue:
         keys = [queue.keys["stream"], queue.keys["books"], "{" + key + "}:put:t1"]
         args: list[str | int] = [10, 60, "v", "1", "v", "2"]
-        assert await _PUT.run(client, keys, args) == [2, 2]
-        assert await _PUT.run(client, keys, args) == [2, -1]
+        assert await PUT.run(client, keys, args) == [2, 2]
+        assert await PUT.run(client, keys, args) == [2, -1]
         books = await queue.books()
         assert (books.enqueued, books.stream_length) == (2, 2)
 
@@ -198,8 +198,8 @@ async def test_a_second_acknowledgement_counts_nothing(
         )
         ids = [entry[0] for entry in entries]
         keys = [queue.keys["stream"], queue.keys["books"]]
-        assert await _ACK.run(client, keys, [GROUP, *ids]) == 1
-        assert await _ACK.run(client, keys, [GROUP, *ids]) == 0
+        assert await ACK.run(client, keys, [GROUP, *ids]) == 1
+        assert await ACK.run(client, keys, [GROUP, *ids]) == 0
         books = await queue.books()
         assert (books.acknowledged, books.outstanding) == (1, 0)
 

@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import logging
 import os
-import reprlib
 import socket
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext, suppress
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
-import attrs
 from anyio import (
     CancelScope,
     Event,
     create_task_group,
     current_time,
     move_on_after,
-    sleep,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
-from coredis.exceptions import (
-    ResponseError,
-    StreamDuplicateConsumerGroupError,
-    UnblockedError,
-)
 
 from sluicegate._checks import (
     check_callable,
@@ -50,10 +42,10 @@ from sluicegate._queue import (
     WorkerFunc,
 )
 
-from ._calls import TRANSIENT, read_group
+from ._books import RedisQueueBooks, read_books
+from ._calls import TRANSIENT
 from ._client import (
     CALL_TIMEOUT,
-    LuaScript,
     RedisClient,
     check_client,
     check_open,
@@ -63,83 +55,29 @@ from ._client import (
     shielded,
     tagged_key,
 )
-from ._serializer import JsonSerializer, Serializer, check_serializer
+from ._fetcher import Entry, Fetcher, Processing
+from ._retrying import QueueCalls
+from ._scripts import (
+    ACK,
+    GROUP,
+    PUT,
+    ensure_group,
+)
+from ._serializer import (
+    JsonSerializer,
+    Serializer,
+    check_serializer,
+    dump_item,
+)
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
 
-GROUP: Final = "sluicegate"
-#: How long the fetcher's XREADGROUP blocks: the longest a stop waits for it.
-BLOCK_MS: Final = 200
 #: How long a put token lives: a retried put script within it is not run twice.
 TOKEN_TTL: Final = 300
 #: Items per put script call.
 PUT_CHUNK: Final = 256
-#: Set on a released entry: idle long enough for any XAUTOCLAIM to take it.
-RELEASED_IDLE_MS: Final = 10**12
-
-_PUT = LuaScript("queue_put.lua")
-_ACK = LuaScript("queue_ack.lua")
-_RECLAIM = LuaScript("queue_reclaim.lua")
-_DEAD = LuaScript("queue_dead.lua")
-_RELEASE = LuaScript("queue_release.lua")
-_HEARTBEAT = LuaScript("queue_heartbeat.lua")
-_BOOKS = LuaScript("queue_books.lua")
-
-
-@attrs.frozen
-class RedisQueueBooks:
-    """The global books of a RedisWorkQueue, read in one atomic call.
-
-    ``enqueued == acknowledged + outstanding + dead_lettered`` always.
-
-    Attributes:
-        enqueued: Items ever accepted.
-        acknowledged: Items whose worker function returned or whose error was
-            recorded.
-        dead_lettered: Items moved to the dead stream (delivered more than
-            ``max_deliveries`` times, or unreadable).
-        outstanding: Items accepted and not yet acknowledged or dead-lettered.
-        pending: Of those, items delivered to a worker process (fetched,
-            running, or held by a process that died).
-        stream_length: Entries in the stream (equal to ``outstanding``).
-        dead_length: Entries in the dead stream.
-    """
-
-    enqueued: int
-    acknowledged: int
-    dead_lettered: int
-    outstanding: int
-    pending: int
-    stream_length: int
-    dead_length: int
-
-
-class _Entry(Generic[T]):
-    """One stream entry this process fetched: its id, its item, its deliveries."""
-
-    __slots__ = ("deliveries", "id", "item")
-
-    def __init__(self, entry_id: bytes, item: T, deliveries: int) -> None:
-        self.id = entry_id
-        self.item = item
-        self.deliveries = deliveries
-
-    def __repr__(self) -> str:
-        return f"<entry {self.id.decode()} {self.item!r}>"
-
-
-class _Processing(Generic[T]):
-    """One `process` call's state: its workers' local queue, its two tasks."""
-
-    def __init__(self, local: BoundedQueue[_Entry[T]], capacity: int) -> None:
-        self.local = local
-        self.capacity = capacity
-        self.fetch_scope = CancelScope()
-        self.fetched_all = Event()
-        self.heartbeat_scope = CancelScope()
-        self.released: set[bytes] = set()
 
 
 class RedisWorkQueue(Generic[T]):
@@ -210,10 +148,10 @@ class RedisWorkQueue(Generic[T]):
                     f"redis://, rediss:// or unix://, got {redis!r}"
                 )
             self._url: str | None = redis
-            self._client: Any = None
+            client: Any = None
         else:
             self._url = None
-            self._client = check_client(redis, "redis")
+            client = check_client(redis, "redis")
         self._stream: Final = tagged_key(name, "stream", "name")
         self._dead: Final = tagged_key(name, "dead", "name")
         self._books_key: Final = tagged_key(name, "books", "name")
@@ -236,8 +174,12 @@ class RedisWorkQueue(Generic[T]):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         self._call_timeout: Final = check_timeout(call_timeout, "call_timeout")
-        self._reconnect_timeout: Final = check_timeout(
-            reconnect_timeout, "reconnect_timeout"
+        self._calls: Final = QueueCalls(
+            client,
+            name=name,
+            logger=self._logger,
+            call_timeout=self._call_timeout,
+            reconnect_timeout=check_timeout(reconnect_timeout, "reconnect_timeout"),
         )
         self._consumer: Final = (
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -245,15 +187,11 @@ class RedisWorkQueue(Generic[T]):
         self._status = QueueStatus.IDLE
         self._task_group: TaskGroup | None = None
         self._lifespan_stack: AsyncExitStack | None = None
-        self._processing: _Processing[T] | None = None
-        # Fetched entries not yet settled (buffered or running), by id: the
-        # heartbeat renews them, a stop hands back those not started.
-        self._held: dict[bytes, _Entry[T]] = {}
-        self._room_for_fetch: Event | None = None
+        self._processing: Processing[T] | None = None
         self._settled: Event | None = None  # set when this process settles one
         self._unprocessed: list[T] = []
         self._books = RedisQueueBooks(0, 0, 0, 0, 0, 0, 0)
-        self._counts = dict.fromkeys(
+        self._counts: dict[str, int] = dict.fromkeys(
             (
                 "put",
                 "backpressure_events",
@@ -266,7 +204,19 @@ class RedisWorkQueue(Generic[T]):
             ),
             0,
         )
-        self._claim_cursor = b"0-0"
+        self._fetcher: Final[Fetcher[T]] = Fetcher(
+            self._calls,
+            stream=self._stream,
+            books=self._books_key,
+            dead=self._dead,
+            consumer=self._consumer,
+            claim_idle=self._claim_idle,
+            max_deliveries=self._max_deliveries,
+            serializer=self._serializer,
+            counts=self._counts,
+            unprocessed=self._unprocessed,
+            on_settled=self._wake_settled,
+        )
         self._said_trouble = False
 
     # -- properties ----------------------------------------------------------
@@ -284,7 +234,7 @@ class RedisWorkQueue(Generic[T]):
     @property
     def client(self) -> Any:
         """The coredis client (None before ``async with`` opens one for a URL)."""
-        return self._client
+        return self._calls.client
 
     @property
     def status(self) -> QueueStatus:
@@ -336,7 +286,7 @@ class RedisWorkQueue(Generic[T]):
     @property
     def in_flight(self) -> int:
         """Items this process fetched and has not settled (buffered or running)."""
-        return len(self._held)
+        return len(self._fetcher.held)
 
     @property
     def unprocessed(self) -> list[T]:
@@ -367,7 +317,7 @@ class RedisWorkQueue(Generic[T]):
             "dead_lettered": books.dead_lettered,
             "pending": books.pending,
             **self._counts,
-            "in_flight": len(self._held),
+            "in_flight": len(self._fetcher.held),
             "unprocessed": len(self._unprocessed),
         }
 
@@ -375,7 +325,7 @@ class RedisWorkQueue(Generic[T]):
         return (
             f"<RedisWorkQueue {self._name!r} {self._status.value}, "
             f"maxsize={self._maxsize}, workers={self.worker_count}, "
-            f"in_flight={len(self._held)}, consumer={self._consumer!r}>"
+            f"in_flight={len(self._fetcher.held)}, consumer={self._consumer!r}>"
         )
 
     # -- lifecycle -----------------------------------------------------------
@@ -395,13 +345,13 @@ class RedisWorkQueue(Generic[T]):
             raise QueueStateError(
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
-        if self._client is None:
+        if self._calls.client is None:
             raise QueueStateError(
                 "cannot start(): this queue was given a URL, and the client it "
                 "opens lives in `async with queue:`; use that, or pass a "
                 "coredis client you opened yourself"
             )
-        check_open(self._client)
+        check_open(self._calls.client)
         await shielded(self._ensure_group, self._call_timeout)
         self._status = QueueStatus.PROCESSING
 
@@ -464,19 +414,8 @@ class RedisWorkQueue(Generic[T]):
             QueueStateError: the client is not open (for a queue given a URL:
                 outside its ``async with``).
         """
-        raw = await self._call(
-            _BOOKS, [self._stream, self._books_key, self._dead], [GROUP]
-        )
-        values = ints(raw, 6, "the books script")
-        enqueued, acked, dead, pending, length, dead_length = values
-        self._books = RedisQueueBooks(
-            enqueued=enqueued,
-            acknowledged=acked,
-            dead_lettered=dead,
-            outstanding=enqueued - acked - dead,
-            pending=pending,
-            stream_length=length,
-            dead_length=dead_length,
+        self._books = await read_books(
+            self._calls, stream=self._stream, books=self._books_key, dead=self._dead
         )
         return self._books
 
@@ -511,8 +450,9 @@ class RedisWorkQueue(Generic[T]):
         stop this process's part on the way out."""
         async with AsyncExitStack() as stack:
             if self._url is not None:
-                self._client = await stack.enter_async_context(open_client(self._url))
-                stack.callback(setattr, self, "_client", None)
+                client = await stack.enter_async_context(open_client(self._url))
+                self._calls.client = client
+                stack.callback(setattr, self._calls, "client", None)
             await self.start()
             # The one exception that ended the block, as it was raised.
             with unwrapped_group():
@@ -614,7 +554,7 @@ class RedisWorkQueue(Generic[T]):
                 f"({type(items).__name__})"
             )
         self._check_running("put")
-        payloads = [self._dump(item) for item in items]
+        payloads = [dump_item(self._serializer, item) for item in items]
         deadline = None if timeout is None else current_time() + timeout
         accepted = 0
         delay = 0.005
@@ -654,39 +594,13 @@ class RedisWorkQueue(Generic[T]):
         args: list[str | bytes | int] = [self._maxsize, TOKEN_TTL]
         for field, payload in payloads:
             args += [field, payload]
-        raw = await self._call_retrying(
-            _PUT, [self._stream, self._books_key, token], args
+        raw = await self._calls.call_retrying(
+            PUT, [self._stream, self._books_key, token], args
         )
         took, _outstanding = ints(raw, 2, "the put script")
         if not 0 <= took <= len(payloads):
             raise RuntimeError(f"the put script accepted {took} of {len(payloads)}")
         return took
-
-    def _dump(self, item: T) -> tuple[bytes, bytes]:
-        if isinstance(item, bytes):
-            return b"b", item
-        try:
-            data = self._serializer.dumps(item)
-        except Exception as exc:
-            raise TypeError(
-                f"the serializer {self._serializer!r} cannot store the item "
-                f"{reprlib.repr(item)} ({type(item).__name__}): {exc} (convert the "
-                "item, or pass a serializer= that stores it)"
-            ) from exc
-        if isinstance(data, str):
-            data = data.encode()
-        if not isinstance(data, bytes):
-            raise TypeError(
-                f"serializer.dumps must return bytes or str, got {type(data).__name__}"
-            )
-        return b"v", data
-
-    def _load(self, fields: list[Any]) -> T:
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-        if b"b" in pairs:
-            return pairs[b"b"]  # type: ignore[no-any-return]
-        value: T = self._serializer.loads(pairs[b"v"])
-        return value
 
     # -- processing ----------------------------------------------------------
 
@@ -740,11 +654,11 @@ class RedisWorkQueue(Generic[T]):
             )
         limit = self._concurrency_limit
         capacity = workers if limit is None else min(workers, limit)
-        local: BoundedQueue[_Entry[T]] = BoundedQueue(
+        local: BoundedQueue[Entry[T]] = BoundedQueue(
             capacity, concurrency_limit=limit, logger=self._logger
         )
         await local.start()
-        processing = _Processing(local, capacity)
+        processing = Processing(local, capacity)
         self._processing = processing
         await local.start_workers(
             self._worker_call(worker_func),
@@ -753,8 +667,8 @@ class RedisWorkQueue(Generic[T]):
             task_group=group,
             rate_limiter=self._rate_limiter,
         )
-        group.start_soon(self._fetch, processing)
-        group.start_soon(self._heartbeat, processing)
+        group.start_soon(self._fetcher.fetch, processing)
+        group.start_soon(self._fetcher.heartbeat, processing)
 
     async def batch_process(
         self,
@@ -817,8 +731,8 @@ class RedisWorkQueue(Generic[T]):
                         await self._end_processing(0)
                     raise
 
-    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[_Entry[T]]:
-        async def call(entry: _Entry[T]) -> None:
+    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[Entry[T]]:
+        async def call(entry: Entry[T]) -> None:
             result = worker_func(entry.item)
             if not isawaitable(result):  # the local queue sees only `call`
                 raise not_awaitable("worker_func", worker_func, result)
@@ -828,9 +742,9 @@ class RedisWorkQueue(Generic[T]):
         return call
 
     def _error_call(
-        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[_Entry[T]]
-    ) -> ErrorHandler[_Entry[T]]:
-        async def on_error(exc: Exception, entry: _Entry[T]) -> None:
+        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[Entry[T]]
+    ) -> ErrorHandler[Entry[T]]:
+        async def on_error(exc: Exception, entry: Entry[T]) -> None:
             try:
                 if error_handler is None:
                     local._log_failure(exc, entry)
@@ -843,12 +757,12 @@ class RedisWorkQueue(Generic[T]):
 
         return on_error
 
-    async def _settle(self, entry: _Entry[T], *, error: bool) -> None:
+    async def _settle(self, entry: Entry[T], *, error: bool) -> None:
         """Acknowledge a finished item (never cancelled half way)."""
         try:
             with CancelScope(shield=True):
-                await self._call_retrying(
-                    _ACK, [self._stream, self._books_key], [GROUP, entry.id]
+                await self._calls.call_retrying(
+                    ACK, [self._stream, self._books_key], [GROUP, entry.id]
                 )
         except TRANSIENT as exc:
             self._logger.error(
@@ -862,151 +776,12 @@ class RedisWorkQueue(Generic[T]):
             self._counts["processed"] += 1
             if error:
                 self._counts["errors"] += 1
-            self._unhold(entry)
-
-    def _unhold(self, entry: _Entry[T]) -> None:
-        self._held.pop(entry.id, None)
-        if self._room_for_fetch is not None:
-            self._room_for_fetch.set()
-            self._room_for_fetch = None
-        self._wake_settled()
+            self._fetcher.unhold(entry)
 
     def _wake_settled(self) -> None:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
-
-    async def _fetch(self, processing: _Processing[T]) -> None:
-        """The fetcher: read as many entries as there are free workers (taking
-        over idle ones first, when due), and hand them to the workers."""
-        claim_every = self._claim_idle / 2
-        next_claim = current_time()
-        trouble = _Backoff()
-        try:
-            with processing.fetch_scope:
-                while True:
-                    free = processing.capacity - len(self._held)
-                    if free <= 0:
-                        self._room_for_fetch = Event()
-                        await self._room_for_fetch.wait()
-                        continue
-                    try:
-                        entries: list[_Entry[T]] = []
-                        if current_time() >= next_claim:
-                            entries, more = await self._reclaim(free)
-                            if not more:
-                                next_claim = current_time() + claim_every
-                        if not entries:
-                            entries = await self._read(free)
-                    except TRANSIENT as exc:
-                        await trouble.pause(self._logger, self._name, exc)
-                        continue
-                    except ResponseError as exc:
-                        # UNBLOCKED: the stream was deleted under XREADGROUP.
-                        if "NOGROUP" not in str(exc) and not isinstance(
-                            exc, UnblockedError
-                        ):
-                            raise
-                        # The stream or group is gone (deleted, or a server
-                        # restarted empty): make them again.
-                        await shielded(self._ensure_group, self._call_timeout)
-                        continue
-                    trouble.reset()
-                    self._hand_over(entries, processing)
-                    await checkpoint()
-        finally:
-            processing.fetched_all.set()
-
-    async def _read(self, count: int) -> list[_Entry[T]]:
-        raw = await shielded(
-            lambda: read_group(
-                self._client,
-                group=GROUP,
-                consumer=self._consumer,
-                stream=self._stream,
-                count=count,
-                block_ms=BLOCK_MS,
-            ),
-            BLOCK_MS / 1000 + self._call_timeout,
-        )
-        return await self._entries([(e[0], e[1], 1) for e in raw])
-
-    async def _reclaim(self, count: int) -> tuple[list[_Entry[T]], bool]:
-        """Take over idle entries; True too if the scan of the PEL goes on."""
-        raw = await self._call(
-            _RECLAIM,
-            [self._stream, self._books_key, self._dead],
-            [
-                GROUP,
-                self._consumer,
-                int(self._claim_idle * 1000),
-                self._claim_cursor,
-                count,
-                self._max_deliveries,
-            ],
-        )
-        if not (isinstance(raw, list) and len(raw) == 3):
-            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
-        cursor, taken, dead = raw
-        if not (isinstance(cursor, bytes) and isinstance(taken, list)):
-            raise RuntimeError(f"unexpected reply from the reclaim script: {raw!r}")
-        self._claim_cursor = cursor
-        self._counts["dead_lettered_here"] += int(dead)
-        self._counts["reclaimed"] += len(taken)
-        entries = await self._entries([(e[0], e[1], int(e[2])) for e in taken])
-        self._counts["redelivered"] += sum(1 for e in entries if e.deliveries > 1)
-        return entries, cursor != b"0-0"
-
-    async def _entries(self, raw: list[tuple[Any, Any, int]]) -> list[_Entry[T]]:
-        """Decode fetched entries; one that cannot be read goes to the dead
-        stream at once (it would fail the same way everywhere)."""
-        entries: list[_Entry[T]] = []
-        unreadable: list[bytes] = []
-        for entry_id, fields, deliveries in raw:
-            if not isinstance(entry_id, bytes) or not isinstance(fields, list):
-                raise RuntimeError(f"unexpected stream entry: {entry_id!r} {fields!r}")
-            try:
-                item = self._load(fields)
-            except Exception as exc:
-                self._logger.error(
-                    "RedisWorkQueue %r: entry %s cannot be read (%r): dead-lettered",
-                    self._name,
-                    entry_id.decode(),
-                    exc,
-                )
-                unreadable.append(entry_id)
-                continue
-            entries.append(_Entry(entry_id, item, deliveries))
-        if unreadable:
-            args: list[str | bytes | int] = [GROUP, "unreadable", *unreadable]
-            moved = await self._call_retrying(
-                _DEAD, [self._stream, self._books_key, self._dead], args
-            )
-            self._counts["dead_lettered_here"] += ints([moved], 1, "the dead script")[0]
-        return entries
-
-    def _hand_over(self, entries: list[_Entry[T]], processing: _Processing[T]) -> None:
-        local = processing.local
-        for entry in entries:
-            self._held[entry.id] = entry
-            local.put_nowait(entry)  # room: held entries never exceed capacity
-
-    async def _heartbeat(self, processing: _Processing[T]) -> None:
-        """Renew the entries this process holds every claim_idle / 3 seconds,
-        so that no other process takes over an item a live worker runs."""
-        trouble = _Backoff()
-        with processing.heartbeat_scope:
-            while True:
-                await sleep(self._claim_idle / 3)
-                if not self._held:
-                    continue
-                args: list[str | bytes | int] = [GROUP, self._consumer, *self._held]
-                try:
-                    await self._call(_HEARTBEAT, [self._stream], args)
-                except TRANSIENT as exc:
-                    await trouble.pause(self._logger, self._name, exc)
-                else:
-                    trouble.reset()
 
     async def _end_processing(self, timeout: float | None) -> None:
         """End this process's workers: stop fetching, hand back what no worker
@@ -1019,9 +794,9 @@ class RedisWorkQueue(Generic[T]):
         try:
             processing.fetch_scope.cancel()
             await processing.fetched_all.wait()
-            await self._release(local._give_up_buffered(), processing)
+            await self._fetcher.release(local._give_up_buffered(), processing)
             await local.stop(timeout)
-            await self._release(local.unprocessed, processing)
+            await self._fetcher.release(local.unprocessed, processing)
         except BaseException:
             # Cancelled half way (the caller of stop, or the block's exit): the
             # local stop cancels the workers; hand back all they held now,
@@ -1030,7 +805,7 @@ class RedisWorkQueue(Generic[T]):
                 await processing.fetched_all.wait()
                 await local.stop(0)
                 try:
-                    await self._release(local.unprocessed, processing)
+                    await self._fetcher.release(local.unprocessed, processing)
                 except TRANSIENT as exc:
                     self._could_not_hand_back(exc)
             raise
@@ -1039,62 +814,8 @@ class RedisWorkQueue(Generic[T]):
             if self._processing is processing:
                 self._processing = None
 
-    async def _release(
-        self, entries: list[_Entry[T]], processing: _Processing[T]
-    ) -> None:
-        entries = [e for e in entries if e.id not in processing.released]
-        if not entries:
-            return
-        processing.released.update(e.id for e in entries)
-        ids = [e.id for e in entries]
-        try:
-            with CancelScope(shield=True):
-                await self._call_retrying(
-                    _RELEASE,
-                    [self._stream],
-                    [GROUP, self._consumer, RELEASED_IDLE_MS, *ids],
-                )
-        finally:
-            for entry in entries:
-                self._unprocessed.append(entry.item)
-                self._counts["released"] += 1
-                self._unhold(entry)
-
-    # -- Redis calls ---------------------------------------------------------
-
     async def _ensure_group(self) -> None:
-        with suppress(StreamDuplicateConsumerGroupError):  # BUSYGROUP: it exists
-            await self._client.xgroup_create(self._stream, GROUP, "0", mkstream=True)
-
-    async def _call(
-        self, script: LuaScript, keys: list[str], args: Sequence[Any]
-    ) -> object:
-        """Run ``script`` shielded, bounded by call_timeout; replies as bytes
-        (a client that decodes replies would garble binary items)."""
-        client = self._client
-        if client is None:
-            raise QueueStateError(
-                "this RedisWorkQueue was given a URL, and the client it opens "
-                "lives only inside `async with queue:`; call it there"
-            )
-        with client.decoding(False) if hasattr(client, "decoding") else nullcontext():
-            return await script.run(client, keys, args, timeout=self._call_timeout)
-
-    async def _call_retrying(
-        self, script: LuaScript, keys: list[str], args: Sequence[Any]
-    ) -> object:
-        """`_call`, tried again through connection trouble for up to
-        reconnect_timeout (every script but reclaim is safe to repeat)."""
-        deadline = current_time() + self._reconnect_timeout
-        trouble = _Backoff()
-        while True:
-            try:
-                return await self._call(script, keys, args)
-            except TRANSIENT as exc:
-                if current_time() + trouble.delay > deadline:
-                    raise
-                with CancelScope(shield=True):
-                    await trouble.pause(self._logger, self._name, exc)
+        await ensure_group(self._calls.client, self._stream)
 
     # -- checks --------------------------------------------------------------
 
@@ -1114,25 +835,3 @@ class RedisWorkQueue(Generic[T]):
         if count is not None:
             return count
         return self._concurrency_limit or 1
-
-
-class _Backoff:
-    """Pauses between attempts through connection trouble: 50 ms doubling to
-    1 s; the first trouble of a stretch is logged as a warning."""
-
-    __slots__ = ("delay", "logged")
-
-    def __init__(self) -> None:
-        self.delay = 0.05
-        self.logged = False
-
-    async def pause(self, logger: logging.Logger, name: str, exc: Exception) -> None:
-        if not self.logged:
-            self.logged = True
-            logger.warning("RedisWorkQueue %r: Redis trouble (%r); retrying", name, exc)
-        await sleep(self.delay)
-        self.delay = min(self.delay * 2, 1.0)
-
-    def reset(self) -> None:
-        self.delay = 0.05
-        self.logged = False
