@@ -217,7 +217,6 @@ class RedisWorkQueue(Generic[T]):
             unprocessed=self._unprocessed,
             on_settled=self._wake_settled,
         )
-        self._said_trouble = False
 
     # -- properties ----------------------------------------------------------
 
