@@ -9,6 +9,7 @@ short: rates of a few hundred tokens a second for about a second.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import os
@@ -570,3 +571,23 @@ async def test_on_a_redis_cluster(cluster: list[RedisServer], key: str) -> None:
             times += [await limiter._acquire() for _ in range(10)]
     assert worst_excess(times, rate, burst) <= SLACK
     assert max(times) - min(times) >= (50 - burst) / rate - 0.001
+
+
+async def test_the_bucket_moves_by_whole_microseconds_rounded_up(
+    redis_url: str, key: str
+) -> None:
+    """At 300 tokens/s a token costs 3333.33 µs. A double holds today's time in
+    microseconds only to a quarter, so adding that to the bucket's time rounded
+    the same way at every grant and let it fall behind (the bound was overstepped
+    by a little more with each grant). The bucket's time stays whole
+    microseconds, and a token moves it by 3334."""
+    async with RedisRateLimiter.from_url(redis_url, key, 300, burst=1) as limiter:
+        tats: list[float] = []
+        with anyio.fail_after(10):
+            for _ in range(6):
+                await limiter.acquire()
+                raw = await limiter.client.hget(f"{{{key}}}:state", "tat")
+                assert raw is not None
+                tats.append(float(raw))
+    assert all(tat.is_integer() for tat in tats)
+    assert all(b - a >= 3334 for a, b in itertools.pairwise(tats))

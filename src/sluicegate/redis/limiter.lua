@@ -8,8 +8,12 @@
 -- ARGV     op ("take" | "give"), seq, tokens, interval (microseconds per
 --          token), burst, hold (microseconds from now to hold for; 0: none)
 --
--- Times are microseconds on the server's clock (TIME). The bucket is full when
--- tat <= now; it holds burst - (tat - now) / interval tokens otherwise.
+-- Times are whole microseconds on the server's clock (TIME). The bucket is full
+-- when tat <= now; it holds burst - (tat - now) / interval tokens otherwise.
+-- tat moves by whole microseconds, rounded up: at today's epoch a double holds
+-- microseconds only to a quarter, and adding a fractional interval to it would
+-- round the same way at every grant, so that tat fell behind (and the bound was
+-- overstepped) by a little more with each one.
 --
 -- Reply: {granted (1 or 0), wait (microseconds until a retry may succeed;
 -- 0 if granted), now (the server's time of this call, or of the grant that
@@ -64,17 +68,23 @@ end
 if op == 'give' then
   -- A granted token nobody used: the bucket gets it back (a full bucket stays
   -- full), as if it had never been taken.
-  save(math.max(tat - tokens * interval, now))
+  save(math.max(tat - math.ceil(tokens * interval), now))
   return {1, 0, now}
 end
 
+-- How far ahead of now the bucket's tat is (exact: whole microseconds), and
+-- the tokens' cost, rounded up to whole microseconds for tat to move by (it
+-- only errs on the safe side). The test itself is on small numbers: exact.
+local ahead = tat - now
+local step = math.ceil(tokens * interval)
+
 local wait = held - now
-local over = tat + tokens * interval - now - burst * interval
+local over = ahead + tokens * interval - burst * interval
 if over > wait then
   wait = over
 end
 if wait > 0 then
   return {0, math.ceil(wait), now}
 end
-save(tat + tokens * interval)
+save(tat + step)
 return {1, 0, now}
