@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from inspect import isawaitable
-from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
 from anyio import (
@@ -41,6 +40,7 @@ from sluicegate._queue import (
     UseQueueTimeout,
     WorkerFunc,
 )
+from sluicegate._scoped import Scoped
 
 from ._books import RedisQueueBooks, read_books
 from ._calls import TRANSIENT
@@ -80,7 +80,7 @@ TOKEN_TTL: Final = 300
 PUT_CHUNK: Final = 256
 
 
-class RedisWorkQueue(Generic[T]):
+class RedisWorkQueue(Scoped, Generic[T]):
     """A bounded work queue that processes on many machines share, in Redis.
 
     Items go into a Redis stream; every process that calls `process` runs
@@ -186,7 +186,6 @@ class RedisWorkQueue(Generic[T]):
         )
         self._status = QueueStatus.IDLE
         self._task_group: TaskGroup | None = None
-        self._lifespan_stack: AsyncExitStack | None = None
         self._processing: Processing[T] | None = None
         self._settled: Event | None = None  # set when this process settles one
         self._unprocessed: list[T] = []
@@ -417,31 +416,6 @@ class RedisWorkQueue(Generic[T]):
             self._calls, stream=self._stream, books=self._books_key, dead=self._dead
         )
         return self._books
-
-    async def __aenter__(self) -> RedisWorkQueue[T]:
-        if self._lifespan_stack is not None:
-            raise QueueStateError(
-                "this RedisWorkQueue is already inside an `async with` block"
-            )
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            await stack.enter_async_context(self._lifespan())
-        except BaseException:
-            await stack.__aexit__(None, None, None)
-            raise
-        self._lifespan_stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._lifespan_stack = self._lifespan_stack, None
-        assert stack is not None, "__aexit__ without __aenter__"
-        return await stack.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
