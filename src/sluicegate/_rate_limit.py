@@ -247,7 +247,7 @@ class RateLimiter:
             TypeError, ValueError: as for `acquire`.
         """
         if type(tokens) is not int or tokens != 1:
-            self._check_tokens(tokens)
+            _check_tokens(tokens, self._burst)
         if not self._take(self._clock.current_time(), tokens):
             raise WouldBlock
 
@@ -295,7 +295,7 @@ class RateLimiter:
                 caller waits.
         """
         if type(tokens) is not int or tokens != 1:
-            self._check_tokens(tokens)
+            _check_tokens(tokens, self._burst)
         if self._take(self._clock.current_time(), tokens):
             return
         if self._has_head:
@@ -322,7 +322,7 @@ class RateLimiter:
                 # change (holds leave the bucket alone).
                 version = self._version
                 if tokens > self._burst:
-                    self._check_tokens(tokens)
+                    _check_tokens(tokens, self._burst)
                 due = now + max(0.0, tokens - self._tokens) / self._per_second
             deadline = max(due, self._held_until)
             # Timers may fire a little early (uvloop's count whole milliseconds):
@@ -353,15 +353,6 @@ class RateLimiter:
         # A clock that went back is another event loop's: count from its now.
         self._updated = now
 
-    def _check_tokens(self, tokens: object) -> None:
-        if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
-            raise TypeError(f"tokens must be a number, got {tokens!r}")
-        if not 0 < tokens <= self._burst:
-            raise ValueError(
-                f"tokens must be > 0 and at most burst ({self._burst:g}), "
-                f"got {tokens!r}"
-            )
-
     async def __aenter__(self) -> RateLimiter:
         """``async with limiter:`` takes one token, as `acquire` does."""
         await self.acquire()
@@ -374,6 +365,16 @@ class RateLimiter:
         return (
             f"RateLimiter(rate={self._rate:g}, period={self._period:g}, "
             f"burst={self._burst:g})"
+        )
+
+
+def _check_tokens(tokens: object, burst: float) -> None:
+    """Raise unless ``tokens`` is a number > 0 and at most ``burst``."""
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
+        raise TypeError(f"tokens must be a number, got {tokens!r}")
+    if not 0 < tokens <= burst:
+        raise ValueError(
+            f"tokens must be > 0 and at most burst ({burst:g}), got {tokens!r}"
         )
 
 

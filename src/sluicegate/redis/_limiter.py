@@ -14,7 +14,12 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from coredis.exceptions import InvalidResponse
 
 from sluicegate._clock import AnyIOClock
-from sluicegate._rate_limit import _burst_for, _check_burst, _positive_finite
+from sluicegate._rate_limit import (
+    _burst_for,
+    _check_burst,
+    _check_tokens,
+    _positive_finite,
+)
 from sluicegate._waiters import WaiterLine
 
 from ._client import (
@@ -234,7 +239,7 @@ class RedisRateLimiter:
         """`acquire`, returning the time of the grant on the server's clock
         (seconds since the epoch): what tests check the bound on."""
         if type(tokens) is not int or tokens != 1:
-            self._check_tokens(tokens)
+            _check_tokens(tokens, self._burst)
         await checkpoint_if_cancelled()
         if self._has_head:
             # Woken only when the head of the line is handed on to us; if
@@ -308,15 +313,6 @@ class RedisRateLimiter:
     def _pass_the_head(self) -> None:
         if not self._line.wake_one():
             self._has_head = False
-
-    def _check_tokens(self, tokens: object) -> None:
-        if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
-            raise TypeError(f"tokens must be a number, got {tokens!r}")
-        if not 0 < tokens <= self._burst:
-            raise ValueError(
-                f"tokens must be > 0 and at most burst ({self._burst:g}), "
-                f"got {tokens!r}"
-            )
 
     async def __aenter__(self) -> RedisRateLimiter:
         """``async with limiter:`` takes one token, as `acquire` does."""
