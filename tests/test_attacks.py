@@ -55,6 +55,7 @@ from sluicegate import (
     WorkQueue,
 )
 from sluicegate._waiters import _COMPACT_AFTER, WaiterLine
+from sluicegate._workers import WorkerPool
 
 #: fail_after's limit: only a guard against hangs (trio's clock is virtual).
 GUARD = 10
@@ -498,14 +499,19 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
     check_nothing_lost(queue, accepted, handled)
 
 
+@pytest.mark.parametrize("eager", [None, 2])
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_bursts_to_many_workers_woken_a_few_at_a_time_leave_none_waiting(
-    seed: int,
+    seed: int, eager: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bursts of items reach many idle workers while others are busy (for a turn
     or held for long), groups of workers are cancelled at random (some just
     woken), and the limit changes: whenever everything is quiet, no buffered item
-    waits while an idle worker could take it; nothing is lost or repeated."""
+    waits while an idle worker (parked, or in reserve) could take it; nothing is
+    lost or repeated. With ``eager=2`` every worker after a group's second is
+    held in reserve, so that workers are started for items all the while."""
+    if eager is not None:
+        monkeypatch.setattr(WorkerPool, "EAGER", eager)
     rng = random.Random(seed)
     queue: BoundedQueue[int] = BoundedQueue(
         maxsize=rng.choice([4, 16, 64]), concurrency_limit=rng.choice([None, 3, 8])

@@ -1,20 +1,18 @@
 """Workers held in reserve: of the workers one call asks for, the first
 `WorkerPool.EAGER` start at once and the rest as items need them.
 
-The storm at the end runs with a reserve from the second worker on, so that
-the on-demand start is exercised under cancellation, limit changes and stops.
+test_attacks.py's storm of bursts and cancelled groups also runs with a
+reserve from the second worker on, so that the on-demand start is exercised
+under cancellation, limit changes and stops.
 """
 
 from __future__ import annotations
-
-import random
-from collections import Counter
 
 import anyio
 import pytest
 from fake_clock import all_blocked
 
-from sluicegate import BoundedQueue, QueueStateError, QueueStatus, WorkQueue
+from sluicegate import BoundedQueue, QueueStatus, WorkQueue
 from sluicegate._workers import WorkerPool
 
 GUARD = 10
@@ -156,81 +154,6 @@ async def test_a_map_with_more_workers_than_eager_ends_them_all() -> None:
 @pytest.fixture
 def eager_two(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(WorkerPool, "EAGER", 2)
-
-
-@pytest.mark.parametrize("seed", range(12))
-async def test_storm_with_workers_started_from_reserve(
-    seed: int, eager_two: None
-) -> None:
-    """Bursts, groups of workers (most held in reserve) cancelled at random,
-    limit changes, then a stop: nothing lost or repeated, and whenever all is
-    quiet no buffered item waits while a worker (parked or in reserve) could
-    take it."""
-    rng = random.Random(seed)
-    queue = BoundedQueue[int](
-        maxsize=rng.choice([4, 16, 64]), concurrency_limit=rng.choice([None, 3, 8])
-    )
-    accepted: set[int] = set()
-    handled: Counter[int] = Counter()
-    waiting: list[str] = []
-    next_item = 0
-
-    async def work(item: int) -> None:
-        for _ in range(rng.randrange(3)):
-            await anyio.lowlevel.checkpoint()
-        handled[item] += 1
-
-    async def burst() -> None:
-        nonlocal next_item
-        for _ in range(rng.randint(1, 40)):
-            item = next_item
-            next_item += 1
-            try:
-                if await queue.put(item):
-                    accepted.add(item)
-            except QueueStateError:
-                return
-
-    async def group(scope: anyio.CancelScope) -> None:
-        with scope:
-            async with anyio.create_task_group() as tg:
-                try:
-                    await queue.start_workers(work, rng.randint(1, 30), task_group=tg)
-                except QueueStateError:
-                    return
-
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            await queue.start()
-            scopes: list[anyio.CancelScope] = []
-            for step in range(120):
-                r = rng.random()
-                if r < 0.2 or not scopes:
-                    scopes.append(anyio.CancelScope())
-                    tg.start_soon(group, scopes[-1])
-                elif r < 0.3:
-                    scopes.pop(rng.randrange(len(scopes))).cancel()
-                elif r < 0.4:
-                    queue.concurrency_limit = rng.choice([None, 1, 3, 8])
-                else:
-                    tg.start_soon(burst)
-                if rng.random() < 0.3:
-                    await all_blocked()
-                    # Every started worker has run (a quiet loop has nothing
-                    # left to run): none is still counted as on its way.
-                    if queue._starting:
-                        waiting.append(f"step {step}: {queue._starting} starting")
-                    idle = queue._idle_workers.parked + queue._pool.reserved
-                    if queue.size and idle and queue._active < queue._slots:
-                        waiting.append(f"step {step}: size {queue.size}, idle {idle}")
-                else:
-                    await anyio.lowlevel.checkpoint()
-            await queue.stop()
-            tg.cancel_scope.cancel()
-    assert waiting == []
-    assert all(count == 1 for count in handled.values())
-    assert set(handled) | set(queue.unprocessed) == accepted
-    assert not set(handled) & set(queue.unprocessed)
 
 
 @pytest.mark.parametrize("timeout", [None, 0])
