@@ -104,9 +104,13 @@ class RedisServer:
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING within 10 s")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the server, or with ``graceful`` shut it down cleanly (SIGTERM)."""
         if self.proc is not None:
-            self.proc.kill()
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 

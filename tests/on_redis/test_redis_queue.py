@@ -6,15 +6,12 @@ import collections
 import gc
 import json
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import anyio
 import anyio.lowlevel
 import coredis
 import pytest
-from on_redis.servers import RedisServer
+from on_redis.servers import RedisServer, redis_server
 
 from sluicegate import QueueProtocol, QueueStateError, QueueStatus
 from sluicegate.redis import RedisQueueBooks, RedisWorkQueue
@@ -446,94 +443,39 @@ async def test_killed_connections_neither_hang_nor_lose_items(
     assert set(done) == set(range(60))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_for_ping(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError("redis-server did not answer PING within 10 s")
-
-
-@pytest.fixture
-def private_server() -> Iterator[tuple[int, Path]]:
-    """A redis-server of this test's own, persisting every write (AOF)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server on the PATH")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        yield port, Path(directory)
-
-
-def start_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [
-            *(binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""),
-            *("--appendonly", "yes", "--appendfsync", "always"),
-            *("--dir", str(directory)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for_ping(port, proc)
-    return proc
-
-
 # coredis 6.9 leaves the memory streams of a connection it could not open
 # (the server was down) unclosed; collected here, they are this test's.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_server_restart_neither_hangs_nor_loses_items(
-    private_server: tuple[int, Path], key: str
-) -> None:
-    port, directory = private_server
-    server = await anyio.to_thread.run_sync(start_server, port, directory)
+async def test_a_server_restart_neither_hangs_nor_loses_items(key: str) -> None:
     done: list[int] = []
 
     async def work(item: int) -> None:
         await anyio.sleep(0.005)
         done.append(item)
 
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        queue: RedisWorkQueue[int] = RedisWorkQueue(
-            url, key, maxsize=10, claim_idle=IDLE
-        )
-        with anyio.fail_after(40):
-            async with queue:
-                await queue.process(work, 3)
-                for item in range(40):
-                    assert await queue.put(item)
-                    if item == 20:
-                        server.terminate()  # a clean shutdown: the AOF is kept
-                        await anyio.to_thread.run_sync(server.wait)
-                        server = await anyio.to_thread.run_sync(
-                            start_server, port, directory
-                        )
-                await queue.join()
-                books = await queue.books()
-    finally:
-        server.terminate()
-        server.wait()
-        gc.collect()
+    # A server of this test's own, persisting every write (AOF).
+    with redis_server("--appendonly", "yes", "--appendfsync", "always") as server:
+        try:
+            queue: RedisWorkQueue[int] = RedisWorkQueue(
+                server.url, key, maxsize=10, claim_idle=IDLE
+            )
+            with anyio.fail_after(40):
+                async with queue:
+                    await queue.process(work, 3)
+                    for item in range(40):
+                        assert await queue.put(item)
+                        if item == 20:
+                            # A clean shutdown: the AOF is kept.
+                            await anyio.to_thread.run_sync(
+                                partial(server.stop, graceful=True)
+                            )
+                            await anyio.to_thread.run_sync(server.start)
+                    await queue.join()
+                    books = await queue.books()
+        finally:
+            gc.collect()
     assert set(done) == set(range(40))
     assert balanced(books)
 
