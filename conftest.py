@@ -117,7 +117,13 @@ def _wait_for_ping(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("redis-server did not answer PING within 10 s")
 
 
+@pytest.fixture(scope="session")
 def redis_url() -> str:
+    """The URL of the session's redis-server; skips (fails in CI) without one."""
+    return session_redis_url()
+
+
+def session_redis_url() -> str:
     """The session's redis-server; skips (fails in CI) without one."""
     url = os.environ.get("SLUICEGATE_REDIS_URL")
     if not url:
@@ -141,7 +147,7 @@ def evaluate(example: Example) -> None:
     namespace = example.namespace
     uses_redis = "sluicegate.redis" in example.parsed
     if uses_redis:
-        redis_url()  # skips without a server
+        session_redis_url()  # skips without a server
     if code.co_flags & inspect.CO_COROUTINE:
         for backend, options in _backends(real_clock=uses_redis):
             make: Callable[[], Awaitable[None]] = lambda: eval(code, namespace)  # noqa: E731

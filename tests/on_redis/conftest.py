@@ -2,8 +2,9 @@
 
 The server is the one at ``SLUICEGATE_REDIS_URL``: ``.ci/run`` starts one and
 sets it; without it, the root conftest.py starts a ``redis-server`` from the
-PATH for the session, on a free loopback port, persistence off. Without either,
-these tests skip locally and fail in CI (``CI=true``).
+PATH for the session, on a free loopback port, persistence off. Its
+``redis_url`` fixture gives the URL; without a server, these tests skip
+locally and fail in CI (``CI=true``).
 
 Trio runs on its real clock here: a MockClock with autojump would jump virtual
 time forward whenever every task waits on the server.
@@ -22,12 +23,6 @@ import pytest
 import uvloop
 from on_redis.servers import RedisServer, redis_cluster
 
-HOW_TO_START = (
-    "no redis-server: install one (apt-get install redis-server) or start one, "
-    "e.g. `redis-server --port 6390 --save '' --appendonly no`, and set "
-    "SLUICEGATE_REDIS_URL=redis://127.0.0.1:6390/0"
-)
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = os.path.dirname(__file__)
@@ -43,17 +38,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if request.param == "asyncio+uvloop":
         return "asyncio", {"loop_factory": uvloop.new_event_loop}
     return "trio", {}
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The URL of the session's redis-server (see the module docstring)."""
-    url = os.environ.get("SLUICEGATE_REDIS_URL")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(HOW_TO_START)
-        pytest.skip(HOW_TO_START)
-    return url
 
 
 @pytest.fixture
