@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import anyio
 import pytest
@@ -15,14 +16,30 @@ from sluicegate._waiters import WaiterLine
 GUARD = 10
 
 
+@pytest.fixture(params=["unbound", "bound"])
+def bound(request: pytest.FixtureRequest) -> bool:
+    """Each line test runs on anyio's Event, and bound to the running loop's
+    own primitive (a bare future on asyncio), as a started queue's lines are."""
+    return bool(request.param == "bound")
+
+
+def _line(bound: bool, **kwargs: Any) -> WaiterLine:
+    line = WaiterLine(**kwargs)
+    if bound:
+        line.bind()
+    return line
+
+
 async def _park_and_record(line: WaiterLine, name: int, woken: list[int]) -> None:
     await line.park()
     woken.append(name)
 
 
 @pytest.mark.parametrize(("lifo", "order"), [(False, [0, 1, 2]), (True, [2, 1, 0])])
-async def test_wakes_in_fifo_or_lifo_order(lifo: bool, order: list[int]) -> None:
-    line = WaiterLine(lifo=lifo)
+async def test_wakes_in_fifo_or_lifo_order(
+    lifo: bool, order: list[int], bound: bool
+) -> None:
+    line = _line(bound, lifo=lifo)
     woken: list[int] = []
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
@@ -37,8 +54,8 @@ async def test_wakes_in_fifo_or_lifo_order(lifo: bool, order: list[int]) -> None
     assert (line.parked, line.woken, line.wake_one()) == (0, 0, False)
 
 
-async def test_a_leaver_is_skipped_and_the_next_is_woken() -> None:
-    line = WaiterLine()
+async def test_a_leaver_is_skipped_and_the_next_is_woken(bound: bool) -> None:
+    line = _line(bound)
     woken: list[int] = []
     scopes = [anyio.CancelScope() for _ in range(3)]
 
@@ -59,9 +76,11 @@ async def test_a_leaver_is_skipped_and_the_next_is_woken() -> None:
     assert woken == [2]
 
 
-async def test_a_wake_lost_to_cancellation_is_passed_on() -> None:
+async def test_a_wake_lost_to_cancellation_is_passed_on(bound: bool) -> None:
     passed_on: list[bool] = []
-    line = WaiterLine(on_lost_wake=lambda: passed_on.append(line.wake_one()))
+    line: WaiterLine = _line(
+        bound, on_lost_wake=lambda: passed_on.append(line.wake_one())
+    )
     woken: list[int] = []
     first = anyio.CancelScope()
 
@@ -81,8 +100,8 @@ async def test_a_wake_lost_to_cancellation_is_passed_on() -> None:
     assert (line.parked, line.woken) == (0, 0)
 
 
-async def test_wake_all_wakes_every_parked_task() -> None:
-    line = WaiterLine()
+async def test_wake_all_wakes_every_parked_task(bound: bool) -> None:
+    line = _line(bound)
     woken: list[int] = []
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:
@@ -131,3 +150,26 @@ async def test_expiring_producers_leave_in_constant_time(
     assert queue.metrics["backpressure_events"] == 2_000
     assert _CountingWaiter.comparisons == 0
     assert len(queue._producers._entries) <= 64  # leavers were dropped in bulk
+
+
+async def test_a_started_queue_parks_on_the_loops_own_primitive(
+    anyio_backend_name: str,
+) -> None:
+    """On asyncio a started queue's producers park on bare futures of the loop,
+    elsewhere on the backend's Event; a blocked put is woken either way."""
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=1)
+    with anyio.fail_after(GUARD):
+        async with queue, anyio.create_task_group() as tg:
+            await queue.put(0)
+            tg.start_soon(queue.put, 1)
+            await all_blocked()
+            (waiter,) = queue._producers._entries
+            on_asyncio = anyio_backend_name == "asyncio"
+            assert hasattr(waiter.event, "set_result") is on_asyncio
+            assert isinstance(waiter.event, anyio.Event) is not on_asyncio
+            assert queue.get_nowait() == 0
+            await all_blocked()
+            assert queue.size == 1
+            queue.task_done()
+            assert queue.get_nowait() == 1
+            queue.task_done()

@@ -345,9 +345,8 @@ class BoundedQueue(Scoped, Generic[T]):
                 "cannot start: the queue is stopping; await queue.stop() first"
             )
         self._now = self._calls.now = reader(self._clock)  # bound to this event loop
-        event_class = type(Event())
         for line in (self._producers, self._getters, self._idle_workers):
-            line.event_class = event_class
+            line.bind()
         self._run += 1
         self._starting = 0  # (a worker started for the last run that never ran)
         self._status = QueueStatus.PROCESSING

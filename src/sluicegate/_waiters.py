@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from anyio import Event
+from anyio.lowlevel import current_token
 
 __all__ = ["WaiterLine"]
 
@@ -26,7 +27,8 @@ _COMPACT_AFTER: Final = 64
 class _Waiter:
     __slots__ = ("event", "state")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Any) -> None:
+        # An anyio Event, or a future of the running asyncio loop (`bind`).
         self.event = event
         self.state = _WAITING
 
@@ -49,10 +51,11 @@ class WaiterLine:
 
     __slots__ = (
         "_entries",
+        "_futures",
         "_left",
         "_lifo",
+        "_new",
         "_on_lost_wake",
-        "event_class",
         "parked",
         "woken",
     )
@@ -70,10 +73,25 @@ class WaiterLine:
         self.parked = 0
         self._left = 0  # entries of waiters that left while parked
         self.woken = 0
-        #: What `park` waits on. ``anyio.Event()`` looks the backend up each
-        #: time; an owner that knows its event loop may set the backend's own
-        #: class (``type(anyio.Event())``) while that loop runs.
-        self.event_class: Callable[[], Event] = Event
+        # What `park` waits on: an anyio Event (which looks the backend up each
+        # time) until `bind` picks the running loop's own.
+        self._new: Callable[[], Any] = Event
+        self._futures = False
+
+    def bind(self) -> None:
+        """Park on the running event loop's own primitive from now on.
+
+        Call it while that loop runs (an owner does, when it starts): on
+        asyncio a waiter then awaits a bare future of the loop, which is what
+        asyncio's and anyio's Event await underneath, two coroutine layers and
+        a list of waiters deeper; elsewhere, the backend's own Event class.
+        Cancellation works alike: the cancelled task's future is cancelled.
+        """
+        create_future = getattr(current_token().native_token, "create_future", None)
+        if callable(create_future):
+            self._new, self._futures = create_future, True
+        else:
+            self._new, self._futures = type(Event()), False
 
     def __len__(self) -> int:
         """How many tasks are parked and not yet woken."""
@@ -91,14 +109,18 @@ class WaiterLine:
         If cancelled, the task leaves the line and the cancellation propagates;
         a wake-up it had already received goes to ``on_lost_wake``.
         """
-        waiter = _Waiter(self.event_class())
+        event = self._new()
+        waiter = _Waiter(event)
         if first and not self._lifo:  # (LIFO serves the newest first anyway)
             self._entries.appendleft(waiter)
         else:
             self._entries.append(waiter)
         self.parked += 1
         try:
-            await waiter.event.wait()
+            if self._futures:
+                await event
+            else:
+                await event.wait()
         except BaseException:
             if waiter.state == _WAITING:
                 self._leave(waiter)
@@ -136,7 +158,12 @@ class WaiterLine:
         waiter.state = _WOKEN
         self.parked -= 1
         self.woken += 1
-        waiter.event.set()
+        if not self._futures:
+            waiter.event.set()
+        elif not waiter.event.done():
+            # (A future cancelled with its task, which has not resumed yet to
+            # leave the line: its wake-up is lost, and passed on when it does.)
+            waiter.event.set_result(None)
 
     def _leave(self, waiter: _Waiter) -> None:
         waiter.state = _LEFT
