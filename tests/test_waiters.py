@@ -165,8 +165,12 @@ async def test_a_started_queue_parks_on_the_loops_own_primitive(
             await all_blocked()
             (waiter,) = queue._producers._entries
             on_asyncio = anyio_backend_name == "asyncio"
-            assert hasattr(waiter.event, "set_result") is on_asyncio
+            awaited = waiter.event.wait()
+            # A bare future of the loop on asyncio; an Event's coroutine on trio.
+            assert hasattr(awaited, "set_result") is on_asyncio
             assert isinstance(waiter.event, anyio.Event) is not on_asyncio
+            if not on_asyncio:
+                awaited.close()  # type: ignore[attr-defined]
             assert queue.get_nowait() == 0
             await all_blocked()
             assert queue.size == 1

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Generic, TypeVar
 
-from anyio import Event
+from ._waiters import OneShot, one_shot_factory
 
 __all__ = ["MapResults", "Outcome"]
 
@@ -86,22 +86,21 @@ class MapResults(Generic[T, R]):
         self._yielded = 0
         self._all_read = False
         self._exhausted = False
-        self._reader: Event | None = None  # set when the reader may go on
-        self._feeder: Event | None = None  # set when the window has room
+        self._reader: OneShot | None = None  # set when the reader may go on
+        self._feeder: OneShot | None = None  # set when the window has room
         # A plain iterable is read by the reader itself, straight into the
         # queue while both the window and the queue have room (no feed task).
         # Reads the plain iterable given to `_read_from`, until it is exhausted.
         self._fill: Callable[[], None] | None = None
         self._fill_every = 1
         self._filled_at = -1  # `_yielded` at the last fill
-        # anyio.Event() finds the backend on each call; the reader parks often
-        # enough to make its own from the backend's class after the first.
-        self._event_class: Callable[[], Event] = self._first_event
+        # The reader parks often: it waits on the running loop's cheapest
+        # one-shot event, found when it first parks.
+        self._one_shot: Callable[[], OneShot] = self._first_one_shot
 
-    def _first_event(self) -> Event:
-        event = Event()
-        self._event_class = type(event)
-        return event
+    def _first_one_shot(self) -> OneShot:
+        self._one_shot = one_shot_factory()
+        return self._one_shot()
 
     def __aiter__(self) -> MapResults[T, R]:
         return self
@@ -127,7 +126,7 @@ class MapResults(Generic[T, R]):
             if self._all_read and self._yielded == self._read:
                 self._exhausted = True
                 raise StopAsyncIteration
-            self._reader = reader = self._event_class()
+            self._reader = reader = self._one_shot()
             await reader.wait()
         self._yielded += 1
         feeder = self._feeder
@@ -186,8 +185,8 @@ class MapResults(Generic[T, R]):
 
     async def _wait_for_room(self) -> None:
         while self._read - self._yielded >= self._window:
-            self._feeder = Event()
-            await self._feeder.wait()
+            self._feeder = feeder = self._one_shot()
+            await feeder.wait()
 
     def _count(self, item: T) -> None:
         """Count ``item`` as read (there is room for it)."""

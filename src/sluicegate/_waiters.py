@@ -7,13 +7,14 @@ limiter's queue of waiters.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Final, Protocol
 
 from anyio import Event
 from anyio.lowlevel import current_token
 
-__all__ = ["WaiterLine"]
+__all__ = ["OneShot", "WaiterLine", "one_shot_factory"]
 
 _WAITING: Final = 0
 _WOKEN: Final = 1
@@ -24,11 +25,54 @@ _LEFT: Final = 2
 _COMPACT_AFTER: Final = 64
 
 
+class OneShot(Protocol):
+    """Something one task awaits until another sets it: an anyio Event, or
+    the lighter kind `one_shot_factory` makes on asyncio."""
+
+    def wait(self) -> Awaitable[object]: ...
+
+    def set(self) -> None: ...
+
+
+class _FutureOneShot:
+    """A one-shot event over a bare future of the running asyncio loop.
+
+    `wait` returns the future itself, so awaiting it runs no coroutine: an
+    anyio Event awaits asyncio's Event, which awaits such a future. Cancelling
+    the waiting task cancels the future, as it would inside an Event.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, create_future: Callable[[], Any]) -> None:
+        self._future = create_future()
+
+    def wait(self) -> Awaitable[object]:
+        return self._future  # type: ignore[no-any-return]
+
+    def set(self) -> None:
+        future = self._future
+        # (A future cancelled with its task is done already: that task learns
+        # it was woken when it resumes, as it would from a set Event.)
+        if not future.done():
+            future.set_result(None)
+
+
+def one_shot_factory() -> Callable[[], OneShot]:
+    """The cheapest `OneShot` of the running event loop, as a factory that is
+    valid while that loop runs: on asyncio (uvloop included) one over a bare
+    future of the loop; elsewhere the backend's own Event class (which
+    ``anyio.Event()`` looks up on every call)."""
+    create_future = getattr(current_token().native_token, "create_future", None)
+    if callable(create_future):
+        return partial(_FutureOneShot, create_future)
+    return type(Event())
+
+
 class _Waiter:
     __slots__ = ("event", "state")
 
-    def __init__(self, event: Any) -> None:
-        # An anyio Event, or a future of the running asyncio loop (`bind`).
+    def __init__(self, event: OneShot) -> None:
         self.event = event
         self.state = _WAITING
 
@@ -51,7 +95,6 @@ class WaiterLine:
 
     __slots__ = (
         "_entries",
-        "_futures",
         "_left",
         "_lifo",
         "_new",
@@ -75,23 +118,13 @@ class WaiterLine:
         self.woken = 0
         # What `park` waits on: an anyio Event (which looks the backend up each
         # time) until `bind` picks the running loop's own.
-        self._new: Callable[[], Any] = Event
-        self._futures = False
+        self._new: Callable[[], OneShot] = Event
 
     def bind(self) -> None:
-        """Park on the running event loop's own primitive from now on.
-
-        Call it while that loop runs (an owner does, when it starts): on
-        asyncio a waiter then awaits a bare future of the loop, which is what
-        asyncio's and anyio's Event await underneath, two coroutine layers and
-        a list of waiters deeper; elsewhere, the backend's own Event class.
-        Cancellation works alike: the cancelled task's future is cancelled.
-        """
-        create_future = getattr(current_token().native_token, "create_future", None)
-        if callable(create_future):
-            self._new, self._futures = create_future, True
-        else:
-            self._new, self._futures = type(Event()), False
+        """Park on the running event loop's cheapest `OneShot` from now on (a
+        bare future on asyncio); call it while that loop runs, as an owner does
+        when it starts."""
+        self._new = one_shot_factory()
 
     def __len__(self) -> int:
         """How many tasks are parked and not yet woken."""
@@ -109,18 +142,14 @@ class WaiterLine:
         If cancelled, the task leaves the line and the cancellation propagates;
         a wake-up it had already received goes to ``on_lost_wake``.
         """
-        event = self._new()
-        waiter = _Waiter(event)
+        waiter = _Waiter(self._new())
         if first and not self._lifo:  # (LIFO serves the newest first anyway)
             self._entries.appendleft(waiter)
         else:
             self._entries.append(waiter)
         self.parked += 1
         try:
-            if self._futures:
-                await event
-            else:
-                await event.wait()
+            await waiter.event.wait()
         except BaseException:
             if waiter.state == _WAITING:
                 self._leave(waiter)
@@ -158,12 +187,7 @@ class WaiterLine:
         waiter.state = _WOKEN
         self.parked -= 1
         self.woken += 1
-        if not self._futures:
-            waiter.event.set()
-        elif not waiter.event.done():
-            # (A future cancelled with its task, which has not resumed yet to
-            # leave the line: its wake-up is lost, and passed on when it does.)
-            waiter.event.set_result(None)
+        waiter.event.set()
 
     def _leave(self, waiter: _Waiter) -> None:
         waiter.state = _LEFT
