@@ -369,6 +369,49 @@ async def test_a_queue_stopped_under_a_map_loses_no_drawn_item() -> None:
 
 
 @pytest.mark.parametrize("ordered", [False, True])
+async def test_the_reader_draws_nothing_from_a_stopped_queues_source(
+    ordered: bool,
+) -> None:
+    """Once the queue is stopped, the reader fails without reading another item
+    of a plain iterable (none is drawn only to be listed as unprocessed)."""
+    source = Source(1_000)
+    queue: WorkQueue[int] = WorkQueue(maxsize=16)
+    drawn_at_stop = -1
+    with anyio.fail_after(GUARD), pytest.raises(QueueStateError):
+        async with queue.map(double, source, num_workers=2, ordered=ordered) as results:
+            async for _ in results:
+                if drawn_at_stop < 0:
+                    await queue.stop()
+                    drawn_at_stop = source.drawn
+    assert source.drawn == drawn_at_stop
+    assert source.drawn == queue.metrics["processed"] + len(queue.unprocessed)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_items_read_before_the_source_fails_mid_chunk_are_run(
+    ordered: bool,
+) -> None:
+    """The reader tops a large queue up in chunks; a source that fails in the
+    middle of one has its items read so far put and run, then the error comes
+    out of the block."""
+
+    def failing() -> Iterator[int]:
+        yield from range(5)
+        raise LookupError("the source broke")
+
+    queue: WorkQueue[int] = WorkQueue(maxsize=64)
+    seen: list[int] = []
+    with anyio.fail_after(GUARD), pytest.raises(LookupError, match="source broke"):
+        async with queue.map(double, failing(), ordered=ordered) as results:
+            async for outcome in results:
+                seen.append(outcome.unwrap())
+    m = queue.metrics
+    assert m["enqueued"] == 5
+    assert m["processed"] + m["unprocessed"] == 5
+    assert_books(queue.queue)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
 async def test_map_refuses_a_queue_that_holds_items(ordered: bool) -> None:
     """Its workers would take the items already there and report them as the
     map's (found in review: ordered, that failed deep inside)."""

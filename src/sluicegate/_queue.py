@@ -561,9 +561,34 @@ class BoundedQueue(Scoped, Generic[T]):
             return True
         return False
 
-    def _room(self) -> int:
-        """How many items the buffer has room for now."""
+    def _room_to_put(self) -> int:
+        """How many items a put would accept now, without waiting.
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING.
+        """
+        if self._status is not _PROCESSING:
+            self._check_running("put")
         return self._maxsize - len(self._buffer) - self._delayed
+
+    def _put_all_nowait(self, items: list[T]) -> None:
+        """Put every item of ``items`` at once, without yielding: the caller
+        found room for them all with `_room_to_put` (as a map's reader does,
+        topping the queue up a chunk at a time).
+
+        Raises:
+            QueueStateError: the queue is not PROCESSING (nothing was put).
+        """
+        if self._status is not _PROCESSING:
+            self._check_running("put")
+        self._buffer.extend(items)
+        self._enqueued += len(items)
+        if self._getters.parked or self._idle_workers.parked or self._pool.reserved:
+            # As many wake-ups as that many puts would try, until one finds
+            # nobody more to wake.
+            for _ in items:
+                if not self._wake_consumer():
+                    break
 
     def _record_refused(self, item: T) -> None:
         """Record an item drawn for this queue (by a batch) that was never put.

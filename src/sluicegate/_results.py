@@ -141,17 +141,19 @@ class MapResults(Generic[T, R]):
         self,
         source: Iterator[T],
         room: Callable[[], int],
-        put_nowait: Callable[[T], bool],
+        put_all: Callable[[list[T]], None],
         refused: Callable[[T], None],
         size: int,
     ) -> None:
-        """Read ``source`` in `__anext__`, putting items with ``put_nowait`` while
+        """Read ``source`` in `__anext__`, putting items with ``put_all`` while
         the window and ``room()`` (how many the queue takes now) allow.
 
         It tops the queue (of ``size`` items) up in chunks: once an eighth of
-        it or of the window has been taken, and whenever the reader would wait.
-        An item drawn that ``put_nowait`` refuses by raising (the queue was
-        stopped meanwhile) goes to ``refused`` first, so that none is lost.
+        it or of the window has been taken, and whenever the reader would wait;
+        a chunk goes in with one ``put_all(items)``. ``room()`` raises if the
+        queue no longer takes items (it was stopped), before anything is drawn;
+        should ``put_all`` refuse a chunk all the same, each of its items goes
+        to ``refused`` first, so that none is lost.
         """
         self._fill_every = max(1, min(size, self._window) // 8)
 
@@ -161,23 +163,38 @@ class MapResults(Generic[T, R]):
             want = min(self._window - self._read + self._yielded, room())
             if want <= 0:
                 return
-            got = 0
-            for item in islice(source, want):
-                if self._ordered:
-                    self._count(item)
-                else:
-                    self._read += 1  # `_count`, written out
-                try:
-                    put_nowait(item)  # there was room: only a stop refuses it
-                except BaseException:
-                    refused(item)
-                    raise
-                got += 1
-            if got < want:
+            chunk: list[T] = []
+            try:
+                chunk.extend(islice(source, want))
+            finally:
+                # Should the source fail, `chunk` holds what it gave before:
+                # those are put (there is room) before its error goes on.
+                if chunk:
+                    self._put_chunk(chunk, put_all, refused)
+            if len(chunk) < want:
                 self._fill = None
                 self._all_read = True
 
         self._fill = fill
+
+    def _put_chunk(
+        self,
+        chunk: list[T],
+        put_all: Callable[[list[T]], None],
+        refused: Callable[[T], None],
+    ) -> None:
+        """Count the items of ``chunk`` as read and put them all."""
+        if self._ordered:
+            for item in chunk:
+                self._count(item)
+        else:
+            self._read += len(chunk)  # `_count`, written out
+        try:
+            put_all(chunk)
+        except BaseException:
+            for item in chunk:
+                refused(item)
+            raise
 
     def _full(self) -> bool:
         """True while the window has no room for another item."""

@@ -441,8 +441,8 @@ class WorkQueue(Generic[T]):
                         # The reader reads a plain iterable itself: no task.
                         results._read_from(
                             iter(items),
-                            queue._room,
-                            queue._put_nowait,
+                            queue._room_to_put,
+                            queue._put_all_nowait,
                             queue._record_refused,
                             queue.maxsize,
                         )
