@@ -3,16 +3,82 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from anyio import CancelScope, WouldBlock
 
 from ._clock import AnyIOClock, Clock, check_clock
 from ._waiters import WaiterLine
 
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
 __all__ = ["RateLimiter"]
 
 
-class RateLimiter:
+class HeadOfLine:
+    """The waiting half of a rate limiter: a line served in arrival order in
+    which only the head asks the bucket, and sleeps until it may ask again.
+
+    A subclass's ``acquire`` calls `_wait_for_turn`, asks (sleeping with
+    `_sleep_as_head` in between) and, however that ends, `_pass_the_head`.
+    `_wake_the_head` cuts the head's sleep short (new settings, a hold to
+    send). ``async with limiter:`` takes one token, as ``acquire()`` does.
+    """
+
+    def __init__(self) -> None:
+        # True while a task holds the head of the line, or has been woken to take
+        # it and has not run yet; anyone parked in the line implies it.
+        self._has_head = False
+        self._line = WaiterLine(on_lost_wake=self._pass_the_head)
+        # The scope the head sleeps in, while it sleeps.
+        self._head_sleep: CancelScope | None = None
+
+    async def acquire(self, tokens: float = 1) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    async def _wait_for_turn(self) -> None:
+        """Become the head of the line: at once if nobody holds it, else when
+        the head before this caller passes it on."""
+        if self._has_head:
+            # Woken only when the head of the line is handed on to us; if
+            # cancelled after that, the line passes it on (_pass_the_head).
+            await self._line.park()
+        else:
+            self._has_head = True
+
+    def _pass_the_head(self) -> None:
+        if not self._line.wake_one():
+            self._has_head = False
+
+    async def _sleep_as_head(self, clock: Clock, deadline: float) -> None:
+        """Sleep until ``clock`` reaches ``deadline``, or `_wake_the_head`."""
+        self._head_sleep = scope = CancelScope()
+        try:
+            with scope:
+                # Timers may fire a little early (uvloop's count whole
+                # milliseconds): the head sleeps on until the deadline.
+                while clock.current_time() < deadline:
+                    await clock.sleep_until(deadline)
+        finally:
+            self._head_sleep = None
+
+    def _wake_the_head(self) -> None:
+        if self._head_sleep is not None:
+            self._head_sleep.cancel()
+
+    async def __aenter__(self) -> Self:
+        """``async with limiter:`` takes one token, as `acquire` does."""
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Nothing to give back: a token is spent once taken."""
+
+
+class RateLimiter(HeadOfLine):
     """A token bucket: ``rate`` tokens per ``period`` seconds, ``burst`` at most.
 
     The bucket starts full and refills continuously. `acquire` takes tokens at
@@ -71,15 +137,10 @@ class RateLimiter:
         self._updated: float | None = None
         # No grant before this time on the limiter's clock (hold_until).
         self._held_until = -math.inf
-        # Counts changes of the settings: the head recomputes its deadline then.
+        # Counts changes of the settings: the head recomputes its deadline then
+        # (woken, it sleeps again to its new deadline).
         self._version = 0
-        # The scope the head sleeps in, while it sleeps: a change of the settings
-        # cancels it, so the head wakes and sleeps again to its new deadline.
-        self._head_sleep: CancelScope | None = None
-        # True while a task holds the head of the line, or has been woken to take
-        # it and has not run yet; anyone parked in the line implies it.
-        self._has_head = False
-        self._line = WaiterLine(on_lost_wake=self._pass_the_head)
+        super().__init__()
 
     @property
     def rate(self) -> float:
@@ -162,8 +223,7 @@ class RateLimiter:
         self._burst = new_burst
         self._per_second = new_rate / new_period
         self._version += 1
-        if self._head_sleep is not None:
-            self._head_sleep.cancel()
+        self._wake_the_head()
 
     def hold_until(self, deadline: float) -> None:
         """Grant nothing before ``deadline``, a time on the limiter's clock.
@@ -206,13 +266,7 @@ class RateLimiter:
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(
-                f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
-            )
-        if not 0 <= seconds < math.inf:
-            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        if seconds:
+        if _check_hold(seconds):
             self.hold_until(self._clock.current_time() + seconds)
 
     @property
@@ -298,12 +352,7 @@ class RateLimiter:
             _check_tokens(tokens, self._burst)
         if self._take(self._clock.current_time(), tokens):
             return
-        if self._has_head:
-            # Woken only when the head of the line is handed on to us; if
-            # cancelled after that, the line passes it on (_pass_the_head).
-            await self._line.park()
-        else:
-            self._has_head = True
+        await self._wait_for_turn()
         try:
             await self._take_as_head(tokens)
         finally:
@@ -329,21 +378,12 @@ class RateLimiter:
             # the tokens are taken only once the clock has reached the deadline.
             if now >= deadline:
                 break
-            self._head_sleep = scope = CancelScope()
-            try:
-                with scope:
-                    await clock.sleep_until(deadline)
-            finally:
-                self._head_sleep = None
+            await self._sleep_as_head(clock, deadline)
             now = clock.current_time()
         # Refilled at the time we actually woke, however late: a late wake finds
         # at most a full bucket, so a stall cannot release more. At the deadline
         # the refill has paid for the tokens, but for rounding.
         self._tokens = max(0.0, self._tokens - tokens)
-
-    def _pass_the_head(self) -> None:
-        if not self._line.wake_one():
-            self._has_head = False
 
     def _refill(self, now: float) -> None:
         updated = self._updated
@@ -352,14 +392,6 @@ class RateLimiter:
             self._tokens = min(self._burst, self._tokens + refill)
         # A clock that went back is another event loop's: count from its now.
         self._updated = now
-
-    async def __aenter__(self) -> RateLimiter:
-        """``async with limiter:`` takes one token, as `acquire` does."""
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Nothing to give back: a token is spent once taken."""
 
     def __repr__(self) -> str:
         return (
@@ -376,6 +408,17 @@ def _check_tokens(tokens: object, burst: float) -> None:
         raise ValueError(
             f"tokens must be > 0 and at most burst ({burst:g}), got {tokens!r}"
         )
+
+
+def _check_hold(seconds: object) -> bool:
+    """Check the ``seconds`` of a `hold`; True unless it is 0 (no hold)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(
+            f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
+        )
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+    return bool(seconds)
 
 
 def _positive_finite(name: str, value: object) -> float:

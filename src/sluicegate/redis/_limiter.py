@@ -9,18 +9,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Final
 
-from anyio import CancelScope
 from anyio.lowlevel import checkpoint_if_cancelled
 from coredis.exceptions import InvalidResponse
 
 from sluicegate._clock import AnyIOClock
 from sluicegate._rate_limit import (
+    HeadOfLine,
     _burst_for,
     _check_burst,
+    _check_hold,
     _check_tokens,
     _positive_finite,
 )
-from sluicegate._waiters import WaiterLine
 
 from ._client import (
     CALL_TIMEOUT,
@@ -39,7 +39,7 @@ _SCRIPT: Final = LuaScript("limiter.lua")
 _MICRO: Final = 1_000_000
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(HeadOfLine):
     """`RateLimiter`'s token bucket, shared through Redis by everyone using ``key``.
 
     Every `RedisRateLimiter` on the same Redis (or Redis Cluster) and the same
@@ -113,10 +113,8 @@ class RedisRateLimiter:
         self._clock = AnyIOClock()
         # A hold not yet sent to Redis: its end on the local clock.
         self._hold_until = -math.inf
-        # Where the head sleeps between calls: `hold` wakes it to send a hold.
-        self._head_sleep: CancelScope | None = None
-        self._has_head = False
-        self._line = WaiterLine(on_lost_wake=self._pass_the_head)
+        # (The head sleeps between calls: `hold` wakes it to send a hold.)
+        super().__init__()
 
     @classmethod
     @asynccontextmanager
@@ -199,17 +197,10 @@ class RedisRateLimiter:
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(
-                f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
-            )
-        if not 0 <= seconds < math.inf:
-            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        if not seconds:
+        if not _check_hold(seconds):
             return
         self._hold_until = max(self._hold_until, self._clock.current_time() + seconds)
-        if self._head_sleep is not None:
-            self._head_sleep.cancel()
+        self._wake_the_head()
 
     async def acquire(self, tokens: float = 1) -> None:
         """Take ``tokens`` from the shared bucket, waiting in line for them if needed.
@@ -241,12 +232,7 @@ class RedisRateLimiter:
         if type(tokens) is not int or tokens != 1:
             _check_tokens(tokens, self._burst)
         await checkpoint_if_cancelled()
-        if self._has_head:
-            # Woken only when the head of the line is handed on to us; if
-            # cancelled after that, the line passes it on (_pass_the_head).
-            await self._line.park()
-        else:
-            self._has_head = True
+        await self._wait_for_turn()
         try:
             return await self._take_as_head(tokens)
         finally:
@@ -262,16 +248,8 @@ class RedisRateLimiter:
             # Sleep on the local clock for what the server said: its clock
             # runs at the same speed, and its "now" came before our reply, so
             # when we ask again the server's clock has passed it too.
-            deadline = clock.current_time() + wait / _MICRO
-            self._head_sleep = scope = CancelScope()
-            try:
-                with scope:
-                    # Timers may fire a little early (uvloop's count whole
-                    # milliseconds): asking before the deadline is a wasted call.
-                    while clock.current_time() < deadline:
-                        await clock.sleep_until(deadline)
-            finally:
-                self._head_sleep = None
+            # (Asking before the deadline would be a wasted call.)
+            await self._sleep_as_head(clock, clock.current_time() + wait / _MICRO)
         try:
             await checkpoint_if_cancelled()
         except BaseException:
@@ -309,18 +287,6 @@ class RedisRateLimiter:
         if granted not in (0, 1) or wait < 0 or (granted and wait):
             raise _bad_reply(reply)
         return bool(granted), wait, now
-
-    def _pass_the_head(self) -> None:
-        if not self._line.wake_one():
-            self._has_head = False
-
-    async def __aenter__(self) -> RedisRateLimiter:
-        """``async with limiter:`` takes one token, as `acquire` does."""
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Nothing to give back: a token is spent once taken."""
 
     def __repr__(self) -> str:
         return (
