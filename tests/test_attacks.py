@@ -41,8 +41,23 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 from fake_clock import FakeClock, all_blocked, max_in_window
+from support import (
+    GUARD,
+    assert_books,
+    check_limiter_free,
+    check_line_compact,
+    check_line_idle,
+    check_nothing_lost,
+    claimed_by_an_executor,
+    getters_line,
+    idle_workers_line,
+    limiter_line,
+    lost_wake,
+    patch_worker_checkpoint,
+    slots_in_use,
+    workers_looking,
+)
 
-import sluicegate._queue
 from sluicegate import (
     BoundedQueue,
     Event,
@@ -54,11 +69,9 @@ from sluicegate import (
     RateLimiter,
     WorkQueue,
 )
-from sluicegate._waiters import _COMPACT_AFTER, WaiterLine
+from sluicegate._waiters import WaiterLine
 from sluicegate._workers import WorkerPool
 
-#: fail_after's limit: only a guard against hangs (trio's clock is virtual).
-GUARD = 10
 #: A cancellation sweep gives up (and fails) if the operation has not completed
 #: after this many steps.
 SWEEP_LIMIT = 200
@@ -75,68 +88,7 @@ def quiet_worker_errors() -> Iterator[None]:
     logger.setLevel(level)
 
 
-# -- shared checks and workers -------------------------------------------------
-
-
-def check_books(queue: BoundedQueue[int]) -> None:
-    """enqueued == processed + size + in flight + delayed + unprocessed."""
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == (
-        m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
-    ), m
-
-
-def check_line_compact(line: WaiterLine) -> None:
-    """Entries of waiters that left never outnumber the live ones by much."""
-    entries = len(line._entries)
-    assert entries <= 2 * line.parked + _COMPACT_AFTER + 1, (entries, line)
-
-
-def check_line_idle(line: WaiterLine) -> None:
-    assert line.parked == 0, line
-    assert line.woken == 0, line
-    check_line_compact(line)
-
-
-def check_limiter_free(limiter: RateLimiter) -> None:
-    assert not limiter._has_head
-    check_line_idle(limiter._line)
-
-
-def check_nothing_lost(
-    queue: BoundedQueue[int], accepted: set[int], handled: Counter[int]
-) -> None:
-    """The queue has stopped; every accepted item was handled exactly once or is
-    listed unprocessed, never both; no other item was handled."""
-    assert queue.status is QueueStatus.STOPPED
-    assert queue.worker_count == 0
-    check_books(queue)
-    # Only items taken by get() callers that never called task_done are in flight.
-    assert queue.in_flight == queue._taken_by_get
-    assert [item for item, n in handled.items() if n > 1] == []
-    unprocessed = queue.unprocessed
-    assert len(unprocessed) == len(set(unprocessed))
-    assert set(handled).isdisjoint(unprocessed)
-    assert set(handled) | set(unprocessed) == accepted, (accepted, handled, unprocessed)
-    for line in (queue._getters, queue._idle_workers, queue._producers):
-        check_line_idle(line)
-
-
-def lost_wake(queue: BoundedQueue[int]) -> str | None:
-    """Call when every task is blocked: what a buffered item waits for in vain."""
-    if queue._starting:
-        # Every started worker has run by now: none is still on its way.
-        return f"{queue._starting} workers counted as starting"
-    if queue.status is not QueueStatus.PROCESSING or not queue.size:
-        return None
-    if queue._getters.parked:
-        return f"size={queue.size} with {queue._getters.parked} get() parked"
-    idle = queue._idle_workers.parked + queue._pool.reserved
-    if idle and queue._active < queue._slots:
-        return f"size={queue.size} with {idle} idle workers (parked or in reserve)"
-    return None
+# -- shared workers ------------------------------------------------------------
 
 
 class Handled:
@@ -252,7 +204,7 @@ async def cancel_beside_workers(
         await queue.start()
         await queue.start_workers(handled.work, workers, task_group=tg)
         completed = await run_cancelled(k, lambda: target(queue, accepted))
-        check_books(queue)
+        assert_books(queue)
         await all_blocked()
         # a cancelled stop does not leave the queue STOPPING
         assert queue.status in (QueueStatus.STOPPED, QueueStatus.PROCESSING)
@@ -270,7 +222,7 @@ async def test_puts_cancelled_at_every_step_lose_and_repeat_nothing() -> None:
         for i in range(12):
             if await queue.put(i, timeout=None if i % 2 else 0.001):
                 accepted.add(i)
-            check_books(queue)
+            assert_books(queue)
 
     await sweep(lambda k: cancel_beside_workers(k, puts, maxsize=2, workers=2))
 
@@ -299,13 +251,13 @@ async def test_gets_cancelled_at_every_step_lose_and_repeat_nothing() -> None:
                         await anyio.lowlevel.checkpoint()
                 finally:
                     queue.task_done()
-                check_books(queue)
+                assert_books(queue)
 
         async with anyio.create_task_group() as tg:
             await queue.start()
             tg.start_soon(producer)
             completed = await run_cancelled(k, target)
-            check_books(queue)
+            assert_books(queue)
             await all_blocked()
             await queue.stop()
         check_nothing_lost(queue, accepted, handled.counter)
@@ -359,7 +311,7 @@ async def test_batch_process_cancelled_at_every_step_loses_nothing(
         if inside:
             async with wq:
                 completed = await run_cancelled(k, target)
-                check_books(wq.queue)
+                assert_books(wq.queue)
         else:
             completed = await run_cancelled(k, target)
             await wq.stop()
@@ -382,7 +334,7 @@ async def test_fast_puts_cancelled_at_every_fairness_checkpoint_lose_nothing() -
             completed = await run_cancelled(
                 k, lambda: put_all(queue, range(500), accepted)
             )
-            check_books(queue)
+            assert_books(queue)
             assert queue.metrics["enqueued"] == len(accepted)
             await queue.start_workers(handled.work, 2, task_group=tg)
             await queue.join()
@@ -429,7 +381,7 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
             for _ in range(rng.randrange(3)):
                 await anyio.sleep(rng.choice([0, 1e-4]))
             handled[item] += 1
-            check_books(queue)
+            assert_books(queue)
             if rng.random() < 0.1:
                 raise KeyError(item)
         finally:
@@ -447,7 +399,7 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
                         accepted.add(item)
             except QueueStateError:
                 await anyio.sleep(1e-4)
-            check_books(queue)
+            assert_books(queue)
             await anyio.sleep(1e-4)
 
     async def getter() -> None:
@@ -461,7 +413,7 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
                     queue.task_done()
             except QueueStateError:
                 await anyio.sleep(1e-4)
-            check_books(queue)
+            assert_books(queue)
             await anyio.sleep(1e-4)
 
     with anyio.fail_after(GUARD):
@@ -474,13 +426,13 @@ async def test_storm_of_expiring_puts_and_gets_with_restarts_and_limit_changes(
                 tg.start_soon(getter)
             for step in range(150):
                 await anyio.sleep(rng.choice([1e-4, 5e-4]))
-                check_books(queue)
+                assert_books(queue)
                 r = rng.random()
                 if r < 0.25:
                     queue.concurrency_limit = rng.choice([None, 1, 2, 3])
                 elif r < 0.3:
                     await queue.stop(timeout=rng.choice([0, 1e-4, None]))
-                    check_books(queue)
+                    assert_books(queue)
                     assert queue.worker_count == 0
                     await queue.start()
                     await queue.start_workers(work, rng.randint(1, 4), task_group=tg)
@@ -574,7 +526,7 @@ async def test_bursts_to_many_workers_woken_a_few_at_a_time_leave_none_waiting(
                         lost_wakes.append(f"step {step}: {why}")
                 else:
                     await anyio.lowlevel.checkpoint()
-                check_books(queue)
+                assert_books(queue)
             for hold in holds:
                 hold.set()
             await queue.stop()
@@ -681,7 +633,7 @@ async def test_a_worker_whose_stop_is_cancelled_finishes_its_own_item() -> None:
             stop_scopes[0].cancel()
             await all_blocked()
             release.set()
-    check_books(queue)
+    assert_books(queue)
     assert finished == [0]
     assert queue.unprocessed == [1]
     assert queue.metrics["processed"] == 1
@@ -746,9 +698,9 @@ async def test_concurrency_limit_flipped_under_load_is_never_exceeded(
             await queue.join()
             await all_blocked()
             assert queue.size == 0
-            assert queue._idle_workers.woken == 0
-            assert queue._getters.woken == 0
-            assert queue._active == 0
+            assert idle_workers_line(queue).woken == 0
+            assert getters_line(queue).woken == 0
+            assert slots_in_use(queue) == 0
             tg.cancel_scope.cancel()
         await queue.stop()
     assert over_limit == []
@@ -990,7 +942,7 @@ def check_events_accounted(
 
 def given(events: Sequence[Scripted]) -> list[Scripted]:
     """The events an executor accepted (a cancelled put accepts nothing)."""
-    return [event for event in events if event._executor is not None]
+    return [event for event in events if claimed_by_an_executor(event)]
 
 
 REFRESH = 1e-3
@@ -1401,7 +1353,7 @@ async def test_a_limiter_shared_by_three_queues_keeps_its_bound_through_a_stop()
     for window in (0, 0.1, 0.5, 1, 2):
         assert max_in_window(starts, window) <= 5 + 20 * window + 1e-6, window
     for wq in queues:
-        check_books(wq.queue)
+        assert_books(wq.queue)
     check_limiter_free(limiter)
 
 
@@ -1416,7 +1368,7 @@ async def test_many_cancelled_limiter_waiters_keep_its_line_bounded() -> None:
                     waiters.start_soon(limiter.acquire)
                 await all_blocked()
                 waiters.cancel_scope.cancel()
-            check_line_compact(limiter._line)
+            check_line_compact(limiter_line(limiter))
     check_limiter_free(limiter)
 
 
@@ -1460,7 +1412,7 @@ async def test_limit_lowered_while_a_worker_looks_still_serves_a_parked_get(
     checkpoint = anyio.lowlevel.checkpoint  # what the queue's module imported
 
     async def look() -> None:
-        if queue._looking and queue.concurrency_limit == 2:
+        if workers_looking(queue) and queue.concurrency_limit == 2:
             # Exactly while the worker looks: lower the limit, put an item.
             queue.concurrency_limit = 1
             queue.put_nowait("x")
@@ -1487,7 +1439,7 @@ async def test_limit_lowered_while_a_worker_looks_still_serves_a_parked_get(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(getter)
                 await all_blocked()  # the get() caller is parked
-                monkeypatch.setattr(sluicegate._queue, "checkpoint", look)
+                patch_worker_checkpoint(monkeypatch, look)
                 go.set()  # "quick" ends; its worker looks once more
     assert got == ["x"]
     assert queue.concurrency_limit == 1
