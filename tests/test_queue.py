@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 from collections import Counter
+from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
@@ -19,7 +21,9 @@ import attrs
 import pytest
 import trio
 from anyio.abc import TaskStatus
+from support import GUARD, assert_books, idle_workers_line, noop
 
+import sluicegate
 from sluicegate import (
     BoundedQueue,
     QueueError,
@@ -27,26 +31,7 @@ from sluicegate import (
     QueueStatistics,
     QueueStatus,
 )
-from sluicegate import _queue as queue_module
 from sluicegate._waiters import WaiterLine
-
-GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertion
-
-
-def assert_books(queue: BoundedQueue[Any]) -> None:
-    """enqueued == processed + buffered + in flight + unprocessed."""
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
-        queue.unprocessed
-    )
-    assert m["unprocessed"] == len(queue.unprocessed)
-
-
-async def noop(item: object) -> None:
-    await anyio.lowlevel.checkpoint()
-
 
 # -- UT-1 to UT-3: construction, properties, metrics ---------------------------
 
@@ -952,11 +937,11 @@ async def test_workers_without_a_free_slot_stay_parked(
             await anyio.wait_all_tasks_blocked()
             assert calls == 2
             assert queue.size == 8
-            assert woken.count(queue._idle_workers) == 2  # one per slot, no more
+            assert woken.count(idle_workers_line(queue)) == 2  # one per slot, no more
             queue.concurrency_limit = 5  # three more slots: three more wake-ups
             await anyio.wait_all_tasks_blocked()
             assert calls == 5
-            assert woken.count(queue._idle_workers) == 5
+            assert woken.count(idle_workers_line(queue)) == 5
             gate.set()
     assert queue.metrics["processed"] == 10
 
@@ -1094,14 +1079,15 @@ async def concurrency_limit_probe(exc: Exception, item: int) -> None:
 
 
 async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
-    """While nothing is queued, no code of the queue runs and no timer is set."""
-    resumed = 0
-    queue_file = queue_module.__file__
+    """While nothing is queued, no code of sluicegate runs and no timer is set."""
+    resumed: list[str] = []
+    # Every module of the package, wherever the worker loop lives.
+    package = str(Path(sluicegate.__file__).parent) + os.sep
 
     def profile(frame: FrameType, event: str, arg: object) -> None:
-        nonlocal resumed
-        if event == "call" and frame.f_code.co_filename == queue_file:
-            resumed += 1
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(package):
+            resumed.append(f"{code.co_filename}:{code.co_name}")
 
     async with BoundedQueue[int]() as queue:
         await queue.start_workers(noop, 50)
@@ -1118,7 +1104,7 @@ async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
             await anyio.sleep(1000 if anyio_backend_name == "trio" else 0.05)
         finally:
             sys.setprofile(None)
-        assert resumed == 0
+        assert resumed == []
         assert queue.worker_count == 50
 
 
