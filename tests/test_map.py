@@ -9,25 +9,14 @@ from typing import Any
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, assert_books
 
 from sluicegate import (
-    BoundedQueue,
     Outcome,
     QueueStateError,
     RetryPolicy,
     WorkQueue,
 )
-
-GUARD = 10
-
-
-def assert_books(queue: BoundedQueue[Any]) -> None:
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == (
-        m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
-    )
 
 
 class Source(Iterator[int]):

@@ -17,6 +17,7 @@ import anyio
 import pytest
 import uvloop
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, assert_books
 
 from sluicegate import (
     BoundedQueue,
@@ -32,7 +33,6 @@ from sluicegate import (
     WorkQueue,
 )
 
-GUARD = 10  # seconds: a guard against hangs, never a timing assertion
 FAST = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)
 
 T = TypeVar("T")
@@ -42,15 +42,6 @@ asyncio_only = pytest.mark.parametrize(
     [("asyncio", {}), ("asyncio", {"loop_factory": uvloop.new_event_loop})],
     ids=["asyncio", "asyncio+uvloop"],
 )
-
-
-def assert_books(queue: BoundedQueue[Any]) -> None:
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
-        queue.unprocessed
-    )
 
 
 class Recorder(Iterator[int]):

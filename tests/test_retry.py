@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, assert_books
 
 from sluicegate import (
     BoundedQueue,
@@ -32,7 +33,6 @@ from sluicegate import (
     parse_retry_after,
 )
 
-GUARD = 10
 NO_JITTER = RetryPolicy(attempts=3, backoff=1.0, multiplier=2.0, jitter=False)
 
 
@@ -44,15 +44,6 @@ async def virtual_time() -> AsyncIterator[FakeClock]:
             tg.start_soon(clock.autojump)
             yield clock
             tg.cancel_scope.cancel()
-
-
-def assert_books(queue: BoundedQueue[Any]) -> None:
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == (
-        m["processed"] + queue.size + m["in_flight"] + m["delayed"] + m["unprocessed"]
-    )
 
 
 # -- the policy itself --------------------------------------------------------------

@@ -10,6 +10,7 @@ from unittest.mock import AsyncMock, create_autospec
 
 import anyio
 import pytest
+from support import GUARD, assert_books, noop, replace_inner_queue
 
 from sluicegate import (
     BoundedQueue,
@@ -18,22 +19,6 @@ from sluicegate import (
     QueueStatus,
     WorkQueue,
 )
-
-GUARD = 10
-
-
-def assert_books(queue: WorkQueue[Any]) -> None:
-    m = queue.metrics
-    # in_flight is what the books leave over: it must never go negative.
-    assert m["in_flight"] >= 0, m
-    assert m["enqueued"] == m["processed"] + queue.size + m["in_flight"] + len(
-        queue.unprocessed
-    )
-
-
-async def noop(item: object) -> None:
-    await anyio.lowlevel.checkpoint()
-
 
 # -- UT-16, UT-17, UT-19 ---------------------------------------------------------
 
@@ -70,7 +55,7 @@ def test_constructor_validates_like_bounded_queue() -> None:
 async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
     work_queue: WorkQueue[str] = WorkQueue()
     mock = create_autospec(BoundedQueue, instance=True)
-    work_queue._queue = mock
+    replace_inner_queue(work_queue, mock)
     mock.put.return_value = True
     mock.get.return_value = "item"
 
@@ -108,7 +93,7 @@ async def test_async_context_manager_delegates() -> None:  # UT-19, with a mock
     mock = create_autospec(BoundedQueue, instance=True)
     mock.__aenter__ = AsyncMock(return_value=mock)
     mock.__aexit__ = AsyncMock(return_value=None)
-    work_queue._queue = mock
+    replace_inner_queue(work_queue, mock)
     async with work_queue:
         mock.__aenter__.assert_awaited_once()
     mock.__aexit__.assert_awaited_once_with(None, None, None)
