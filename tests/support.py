@@ -10,8 +10,8 @@ module's names directly.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -20,7 +20,7 @@ from books import assert_books
 
 import sluicegate._queue
 from sluicegate import BoundedQueue, Event, QueueStatus, RateLimiter, WorkQueue
-from sluicegate._waiters import _COMPACT_AFTER, WaiterLine
+from sluicegate._waiters import _COMPACT_AFTER, WaiterLine, _Waiter
 
 __all__ = [
     "GUARD",
@@ -118,7 +118,7 @@ def patch_worker_checkpoint(
 # -- other objects' internals ---------------------------------------------------------
 
 
-def line_entries(line: WaiterLine) -> Sequence[Any]:
+def line_entries(line: WaiterLine) -> deque[_Waiter]:
     """The entries of ``line``, those of waiters that left and are not dropped yet
     included (each has the one-shot ``event`` it waits on)."""
     return line._entries

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import anyio
 from fake_clock import FakeClock, all_blocked
+from support import GUARD
 
 from sluicegate._delay import DelayLine
-
-GUARD = 10
 
 
 async def test_values_come_out_in_due_order_when_due() -> None:

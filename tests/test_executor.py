@@ -10,6 +10,7 @@ from typing import Any, cast
 import anyio
 import pytest
 from fake_clock import FakeClock, max_in_window
+from support import GUARD
 
 from sluicegate import (
     Event,
@@ -24,7 +25,6 @@ from sluicegate import (
     WorkQueue,
 )
 
-GUARD = 10
 FAST = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)  # rate won't bind
 
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 from fake_clock import FakeClock
+from support import GUARD
 
 from sluicegate import (
     BoundedQueue,
@@ -24,8 +25,6 @@ from sluicegate import (
     RateLimiter,
     WorkQueue,
 )
-
-GUARD = 10
 
 
 async def test_a_producer_that_never_blocks_lets_workers_run() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 import uvloop
+from support import GUARD
 from trio.testing import MockClock
 
 from sluicegate import (
@@ -30,7 +31,6 @@ from sluicegate import (
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-GUARD = 10
 FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
 
 

@@ -16,6 +16,7 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 from fake_clock import FakeClock, all_blocked, max_in_window
+from support import GUARD, take_at
 
 from sluicegate import (
     Event,
@@ -28,8 +29,6 @@ from sluicegate import (
     WorkQueue,
 )
 from sluicegate._clock import AnyIOClock
-
-GUARD = 10
 
 
 async def admit_all(
@@ -545,7 +544,7 @@ async def test_a_waiter_holds_nothing_and_comes_before_newcomers() -> None:
             assert limiter.available == 1
             with pytest.raises(anyio.WouldBlock):
                 limiter.acquire_nowait()  # the waiter comes first
-            assert not limiter._take(clock.current_time(), 1)
+            assert not take_at(limiter, clock.current_time(), 1)
             tg.cancel_scope.cancel()
     assert limiter.available == 1  # nothing reserved, nothing lost
     limiter.acquire_nowait()
@@ -768,7 +767,7 @@ async def test_a_hold_refuses_nowait_and_take_and_acquire_waits_for_its_end() ->
     assert limiter.available == 2, "the bucket is left as it was"
     with pytest.raises(anyio.WouldBlock):
         limiter.acquire_nowait()
-    assert not limiter._take(1.4, 1)
+    assert not take_at(limiter, 1.4, 1)
     returned: list[float] = []
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import anyio
 import pytest
 from fake_clock import all_blocked
+from support import GUARD, workers_in_reserve, workers_starting
 
 from sluicegate import BoundedQueue, QueueStatus, WorkQueue
 from sluicegate._workers import WorkerPool
 
-GUARD = 10
 EAGER = WorkerPool.EAGER
 
 
@@ -88,7 +88,7 @@ async def test_a_concurrency_limit_starts_no_reserved_worker_it_cannot_use() -> 
                 await queue.put(i)
             await queue.join()
             assert tasks() == before + EAGER + 1  # none from the reserve
-            assert queue._pool.reserved == 10_000 - EAGER
+            assert workers_in_reserve(queue) == 10_000 - EAGER
     assert gate.most == 10
     assert tasks() == before
 
@@ -173,7 +173,7 @@ async def test_stop_before_workers_started_from_reserve_have_run(
             await queue.start_workers(work, 50)
             for i in range(20):
                 queue.put_nowait(i)  # starts reserved workers, none has run
-            assert queue._starting > 0
+            assert workers_starting(queue) > 0
             await queue.stop(timeout)
             assert queue.status is QueueStatus.STOPPED
             assert sorted(done + queue.unprocessed) == list(range(20))

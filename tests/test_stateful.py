@@ -63,6 +63,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support import GUARD
 
 from sluicegate import (
     BoundedQueue,
@@ -73,7 +74,6 @@ from sluicegate import (
     WorkQueue,
 )
 
-GUARD = 10.0  # seconds: a fail_after guard per step against hangs, never a timing test
 SHORT = 0.01  # a timeout that must elapse within its step
 LONG = 3600.0  # a timeout that never elapses during a test
 

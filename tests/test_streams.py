@@ -6,11 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio import BrokenResourceError, create_memory_object_stream
-from books import assert_books
+from support import GUARD, assert_books
 
 from sluicegate import BoundedQueue, Outcome, WorkQueue
-
-GUARD = 10  # seconds: a fail_after guard against hangs, never a timing assertion
 
 
 async def double(n: int) -> int:

@@ -8,12 +8,11 @@ from typing import Any
 import anyio
 import pytest
 from fake_clock import all_blocked
+from support import GUARD, line_entries, producers_line
 
 from sluicegate import BoundedQueue
 from sluicegate import _waiters as waiters_module
 from sluicegate._waiters import WaiterLine
-
-GUARD = 10
 
 
 @pytest.fixture(params=["unbound", "bound"])
@@ -149,7 +148,8 @@ async def test_expiring_producers_leave_in_constant_time(
     assert results == [False] * 2_000
     assert queue.metrics["backpressure_events"] == 2_000
     assert _CountingWaiter.comparisons == 0
-    assert len(queue._producers._entries) <= 64  # leavers were dropped in bulk
+    # Leavers were dropped in bulk.
+    assert len(line_entries(producers_line(queue))) <= 64
 
 
 async def test_a_started_queue_parks_on_the_loops_own_primitive(
@@ -163,7 +163,7 @@ async def test_a_started_queue_parks_on_the_loops_own_primitive(
             await queue.put(0)
             tg.start_soon(queue.put, 1)
             await all_blocked()
-            (waiter,) = queue._producers._entries
+            (waiter,) = line_entries(producers_line(queue))
             on_asyncio = anyio_backend_name == "asyncio"
             awaited = waiter.event.wait()
             # A bare future of the loop on asyncio; an Event's coroutine on trio.
