@@ -74,6 +74,12 @@ class FakeClock:
     def current_time(self) -> float:
         return self._now
 
+    @property
+    def sleepers(self) -> int:
+        """How many deadlines tasks sleep until (a cancelled sleep's stays
+        counted until the clock reaches it)."""
+        return len(self._sleepers)
+
     async def sleep_until(self, deadline: float) -> None:
         if deadline <= self._now:
             await anyio.lowlevel.checkpoint()

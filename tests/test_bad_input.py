@@ -20,6 +20,7 @@ from sluicegate import (
     Executor,
     QueueConfig,
     RateLimiter,
+    RetryPolicy,
     WorkQueue,
 )
 
@@ -134,6 +135,9 @@ CASES: list[Any] = [
         "concurrency_limit must be at least",
     ),
     (now(lambda: set_limit(BoundedQueue(), True)), T, "concurrency_limit must be an"),
+    (now(lambda: BoundedQueue().hold(-1)), V, "seconds must be a finite number >= 0"),
+    (now(lambda: BoundedQueue().hold(math.inf)), V, "seconds must be a finite number"),
+    (now(lambda: BoundedQueue().hold(bad("1"))), T, "seconds must be a number, got"),
     # QueueConfig
     (
         now(lambda: QueueConfig(queue_capacity=0)),
@@ -176,6 +180,15 @@ CASES: list[Any] = [
         "error_handler must be callable",
     ),
     (on_work_queue(lambda q: q.put(1, timeout=-3)), V, "timeout must be >= 0 seconds"),
+    (now(lambda: WorkQueue().hold(math.nan)), V, "seconds must be a finite number"),
+    # RetryPolicy
+    (now(lambda: RetryPolicy(attempts=0)), V, "attempts must be at least 1, got 0"),
+    (now(lambda: RetryPolicy(jitter=bad(1))), T, "jitter must be a bool, got 1"),
+    (
+        now(lambda: RetryPolicy(retry_timeouts=bad("no"))),
+        T,
+        "retry_timeouts must be a bool, got 'no'",
+    ),
     # Executor
     (now(lambda: Executor(bad(int))), T, "event_type must be a subclass of sluicegate"),
     (now(lambda: Executor(A)), T, "event_type must be a subclass of sluicegate.Event"),

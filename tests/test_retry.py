@@ -24,6 +24,7 @@ from sluicegate import (
     Event,
     ExecutionStatus,
     Executor,
+    ItemTimeoutError,
     QueueConfig,
     QueueStatus,
     RateLimiter,
@@ -64,6 +65,7 @@ async def virtual_time() -> AsyncIterator[FakeClock]:
         ({"backoff": 5.0, "max_backoff": 1.0}, ValueError, "max_backoff"),
         ({"timeout": -1}, ValueError, "timeout must be finite and > 0"),
         ({"jitter": 1}, TypeError, "jitter"),
+        ({"retry_timeouts": 0}, TypeError, "retry_timeouts must be a bool, got 0"),
     ],
 )
 def test_policy_validates(
@@ -90,6 +92,11 @@ def test_which_errors_are_retried() -> None:
     assert RetryPolicy(on=(KeyError, ValueError)).retries(ValueError())
     assert RetryPolicy(on=lambda exc: "again" in str(exc)).retries(ValueError("again"))
     assert RetryPolicy(on=KeyError).retries(RetryAfter(1))  # pushback always
+    cut = ItemTimeoutError("the call took longer than item_timeout (1 s)")
+    assert RetryPolicy(on=KeyError).retries(cut)  # a cut call too, by default
+    assert not RetryPolicy(on=KeyError, retry_timeouts=False).retries(cut)
+    assert RetryPolicy(on=TimeoutError, retry_timeouts=False).retries(cut)
+    assert not RetryPolicy(on=KeyError).retries(TimeoutError())  # the user's own
 
 
 def test_retry_after_header_values() -> None:
@@ -319,10 +326,11 @@ async def test_a_call_past_item_timeout_fails_and_the_worker_goes_on() -> None:
         queue: WorkQueue[int] = WorkQueue(item_timeout=2.0, clock=clock)
         await queue.batch_process([0, 1], work, num_workers=1, error_handler=on_error)
         assert clock.current_time() == 2.0
-    assert [type(e) for e in errors] == [TimeoutError]
-    assert "item_timeout (2 s)" in str(errors[0])
+    assert [type(e) for e in errors] == [ItemTimeoutError]
+    assert isinstance(errors[0], TimeoutError)  # `except TimeoutError` still catches it
+    assert str(errors[0]) == "the call took longer than item_timeout (2 s)"
     assert queue.metrics["processed"] == 2
-    assert queue.errors_by_type == {"TimeoutError": 1}
+    assert queue.errors_by_type == {"ItemTimeoutError": 1}
 
 
 async def test_a_timed_out_call_is_retried() -> None:
@@ -344,6 +352,97 @@ async def test_a_timed_out_call_is_retried() -> None:
     assert [(o.value, o.attempts, o.duration) for o in outcomes] == [("ok", 2, 4.0)]
 
 
+class OtherError(Exception):
+    pass
+
+
+def _slow_first_calls(clock: FakeClock, slow: int, calls: list[float]) -> Any:
+    """A worker function whose first ``slow`` calls hang; the next returns."""
+
+    async def work(item: int) -> str:
+        calls.append(clock.current_time())
+        if len(calls) <= slow:
+            await clock.sleep_until(1_000)
+        return "ok"
+
+    return work
+
+
+async def test_a_cut_call_is_retried_whatever_on_says() -> None:
+    """Deliver 4 of issue 18: a user who sets a retry policy and an item timeout
+    expects the calls the timeout cuts to be tried again."""
+    calls: list[float] = []
+    async with virtual_time() as clock:
+        policy = RetryPolicy(attempts=3, on=OtherError, backoff=1, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, item_timeout=2, clock=clock)
+        work = _slow_first_calls(clock, 2, calls)
+        async with queue.map(work, [1]) as results:
+            outcomes = [outcome async for outcome in results]
+    assert calls == [0.0, 3.0, 7.0]  # cut at 2, back at 3; cut at 5, back at 7
+    assert [(o.value, o.attempts) for o in outcomes] == [("ok", 3)]
+    assert queue.metrics["retries"] == 2
+
+
+async def test_retry_timeouts_false_leaves_cut_calls_to_on() -> None:
+    calls: list[float] = []
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception, item: int) -> None:
+        errors.append(exc)
+
+    async with virtual_time() as clock:
+        policy = RetryPolicy(on=OtherError, retry_timeouts=False)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, item_timeout=2, clock=clock)
+        work = _slow_first_calls(clock, 1, calls)
+        await queue.batch_process([1], work, error_handler=on_error)
+    assert calls == [0.0]
+    assert [type(e) for e in errors] == [ItemTimeoutError]
+    assert queue.metrics["retries"] == 0
+
+
+async def test_a_timeout_error_of_the_users_own_follows_on() -> None:
+    """Only a call the item timeout cut is retried whatever `on` says; a
+    TimeoutError the worker function raises itself is any other error."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception, item: int) -> None:
+        errors.append(exc)
+
+    async def work(item: int) -> None:
+        raise TimeoutError("the service timed out")
+
+    async with virtual_time() as clock:
+        policy = RetryPolicy(on=OtherError)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, item_timeout=2, clock=clock)
+        await queue.batch_process([1], work, error_handler=on_error)
+        retried: WorkQueue[int] = WorkQueue(
+            retry=RetryPolicy(attempts=2, on=TimeoutError), item_timeout=2, clock=clock
+        )
+        await retried.batch_process([1], work, error_handler=on_error)
+    assert [type(e) for e in errors] == [TimeoutError, TimeoutError]
+    assert (queue.metrics["retries"], retried.metrics["retries"]) == (0, 1)
+
+
+async def test_the_final_timeout_is_an_item_timeout_error() -> None:
+    calls: list[float] = []
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception, item: int) -> None:
+        errors.append(exc)
+
+    async with virtual_time() as clock:
+        policy = RetryPolicy(attempts=2, on=OtherError, backoff=1, jitter=False)
+        queue: WorkQueue[int] = WorkQueue(retry=policy, item_timeout=2, clock=clock)
+        work = _slow_first_calls(clock, 5, calls)
+        await queue.batch_process([1], work, error_handler=on_error)
+    assert calls == [0.0, 3.0]
+    (error,) = errors
+    assert isinstance(error, ItemTimeoutError)
+    assert isinstance(error, TimeoutError)
+    assert str(error) == "the call took longer than item_timeout (2 s)"
+    assert queue.errors_by_type == {"ItemTimeoutError": 1}
+
+
 async def test_item_timeout_on_the_event_loop_clock() -> None:
     """The default clock path: a cancel scope with a deadline (trio's MockClock
     makes it instant; elsewhere it waits 10 ms)."""
@@ -354,7 +453,7 @@ async def test_item_timeout_on_the_event_loop_clock() -> None:
 
     with anyio.fail_after(GUARD):
         await queue.batch_process([1, 2], hang, num_workers=2, error_handler=_ignore)
-    assert queue.errors_by_type == {"TimeoutError": 2}
+    assert queue.errors_by_type == {"ItemTimeoutError": 2}
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), "1"])
@@ -473,6 +572,7 @@ async def test_executor_item_timeout_fails_the_event() -> None:
         await executor.batch_process([event])
         assert clock.current_time() == 5
     assert event.execution.status is ExecutionStatus.FAILED
+    assert isinstance(event.execution.error, ItemTimeoutError)
     assert isinstance(event.execution.error, TimeoutError)
     assert executor.cancelled_events == []
 

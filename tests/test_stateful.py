@@ -18,7 +18,9 @@ retried items come back (at the front of the buffer) and that an item is
 processed once, at its final outcome; nothing due stays delayed while the delay
 line should run (beside workers, or through an ``async with`` block); items
 delayed when the queue stops end in ``unprocessed`` after the buffered ones, and
-a failure a stop cuts short is listed there, not retried.
+a failure a stop cuts short is listed there, not retried. A `RetryAfter` holds the
+queue (retried or not, through stops): no call starts until its time, `held_until`
+says so, and meanwhile items wait in the buffer while workers idle.
 
 Each example runs one AnyIO event loop in a blocking portal's thread. A rule is one
 ``portal.call``: it does its action, waits until every task in the loop is blocked
@@ -197,6 +199,9 @@ class QueueMachine(RuleBasedStateMachine):
         self.timers_beside_workers = False
         self.release_pending: list[tuple[tuple[float, int], int]] = []
         self.stopping = False  # a stop is under way: no more retries
+        # A RetryAfter holds the queue: no call starts before this time (on
+        # the clock), through stops too.
+        self.held_until = -math.inf
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -346,6 +351,8 @@ class QueueMachine(RuleBasedStateMachine):
         self, with_handler: bool, policy: RetryPolicy | None
     ) -> Callable[[int], Awaitable[None]]:
         async def work(item: int) -> None:
+            if self.clock.current_time() < self.held_until:
+                self._violation(f"item {item} started while the queue was held")
             self._deliver(item)
             self.attempts[item] += 1
             attempt = self.attempts[item]
@@ -371,6 +378,9 @@ class QueueMachine(RuleBasedStateMachine):
                     raise failure
             except (ItemFailedError, ItemRetryAfter) as exc:
                 self.in_worker.discard(item)
+                if isinstance(exc, ItemRetryAfter):  # retried or not
+                    due = self.clock.current_time() + exc.seconds
+                    self.held_until = max(self.held_until, due)
                 delay = self._retry_delay(policy, exc, attempt)
                 if delay is not None and (
                     self.stopping or self.status is not QueueStatus.PROCESSING
@@ -485,7 +495,12 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.status is not QueueStatus.STOPPED
             unfinished = q.size + m["in_flight"] + m["delayed"]
             assert unfinished > 0, "join waits with nothing unfinished"
-        if self.status is QueueStatus.PROCESSING and q.size > 0:
+        held = self._held()
+        assert (q.held_until is not None) == held, (q.held_until, self.held_until)
+        if held:
+            # No call starts: items wait, and so do workers, without a slot.
+            assert bq.statistics().slots_in_use <= len(self.in_worker)
+        elif self.status is QueueStatus.PROCESSING and q.size > 0:
             limit = q.concurrency_limit
             busy = q.worker_count if limit is None else min(q.worker_count, limit)
             # (more when the limit was lowered while they were handled)
@@ -589,10 +604,10 @@ class QueueMachine(RuleBasedStateMachine):
                     self.q.task_done()
                     self.got_done.append(self.held.pop(0))
                 await all_blocked()
-                # That exit waits for delayed items too while there are workers:
-                # let time run on until the last retry is over (a parked get()
-                # may take one).
-                if not (self.waiting_retry and self.timers_running):
+                # That exit waits for delayed items too while there are workers,
+                # and for a hold to end: let time run on until the last retry
+                # and the hold are over (a parked get() may take one).
+                if not ((self.waiting_retry or self._held()) and self.timers_running):
                     break
                 await self._advance_to_next()
             self.stopping = True
@@ -901,22 +916,29 @@ class QueueMachine(RuleBasedStateMachine):
     async def _release(self) -> None:
         self._release_gate()
 
-    @precondition(lambda self: self.waiting_retry)
+    @precondition(lambda self: self.waiting_retry or self._held())
     @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0]))
     def advance_clock(self, seconds: float) -> None:
-        """Move the queue's clock on: retries that fall due come back (if the
-        queue's timers run: in `async with`, or while it has workers)."""
+        """Move the queue's clock on: retries that fall due come back, and a
+        hold that is over ends (if the queue's timers run: in `async with`,
+        or while it has workers)."""
         self._run(lambda: self._advance(seconds))
 
-    @precondition(lambda self: self.waiting_retry)
+    @precondition(lambda self: self.waiting_retry or self._held())
     @rule()
     def advance_to_next_retry(self) -> None:
-        """Move the clock exactly to the earliest retry's due time."""
+        """Move the clock exactly to the earliest retry's due time, or the
+        hold's end."""
         self._run(self._advance_to_next)
 
     async def _advance_to_next(self) -> None:
-        due = min(when for when, _ in self.waiting_retry.values())
-        await self._advance(due - self.clock.current_time())
+        dues = [when for when, _ in self.waiting_retry.values()]
+        if self._held():
+            dues.append(self.held_until)
+        await self._advance(min(dues) - self.clock.current_time())
+
+    def _held(self) -> bool:
+        return self.clock.current_time() < self.held_until
 
     # -- lifecycle --------------------------------------------------------------
 

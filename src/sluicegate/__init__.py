@@ -10,7 +10,12 @@ from importlib import metadata as _metadata
 from ._clock import Clock
 from ._config import QueueConfig
 from ._events import Event, Execution, ExecutionStatus
-from ._exceptions import QueueError, QueueStateError, StrayCancellationError
+from ._exceptions import (
+    ItemTimeoutError,
+    QueueError,
+    QueueStateError,
+    StrayCancellationError,
+)
 from ._executor import Executor
 from ._protocols import QueueProtocol, RateLimiterProtocol
 from ._queue import BoundedQueue
@@ -35,6 +40,7 @@ __all__ = [
     "Execution",
     "ExecutionStatus",
     "Executor",
+    "ItemTimeoutError",
     "MapResults",
     "Outcome",
     "QueueConfig",

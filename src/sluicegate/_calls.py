@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from inspect import isawaitable
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from anyio import CancelScope
 
 from ._checks import NotAwaitableError, check_seconds, not_awaitable
 from ._clock import AnyIOClock, Clock
 from ._delay import DelayLine
-from ._exceptions import stray_cancellation
+from ._exceptions import ItemTimeoutError, stray_cancellation
 from ._failure_log import FailureLog
 from ._protocols import RateLimiterProtocol
 from ._results import Outcome
@@ -34,7 +34,9 @@ __all__ = [
     "ErrorHandler",
     "Host",
     "Sink",
+    "Timed",
     "WorkerFunc",
+    "_HoldEnd",
     "_Job",
     "_Retry",
     "_unwrap",
@@ -63,6 +65,17 @@ class _Retry:
         self.item: Any = item
         self.attempts = attempts
         self.first = first
+
+
+class _HoldEnd:
+    """The mark in a queue's delay line that ends the queue's hold when due."""
+
+    __slots__ = ()
+
+
+#: What a queue's delay line holds: items waiting out a backoff, the cancel
+#: scopes of calls with a deadline (on an injected clock), and the hold's end.
+Timed: TypeAlias = "_Retry | CancelScope | _HoldEnd"
 
 
 def _unwrap(entry: T | _Retry) -> T:
@@ -126,6 +139,10 @@ class Host(Protocol[T_contra]):
         """List ``item`` as unprocessed."""
         ...
 
+    def hold(self, seconds: float) -> None:
+        """Start no new call for the next ``seconds``."""
+        ...
+
 
 class Calls(Generic[T]):
     """How one queue's items are called, and their outcomes settled.
@@ -155,7 +172,7 @@ class Calls(Generic[T]):
         self,
         queue: Host[T],
         clock: Clock,
-        timers: DelayLine[_Retry | CancelScope],
+        timers: DelayLine[Timed],
         log: FailureLog,
     ) -> None:
         self._queue = queue
@@ -197,7 +214,7 @@ class Calls(Generic[T]):
                     call = job.func(item)
                     value = await call
                 if scope.cancelled_caught:
-                    raise TimeoutError(
+                    raise ItemTimeoutError(
                         f"the call took longer than item_timeout ({job.timeout:g} s)"
                     )
         except Exception as exc:
@@ -241,14 +258,20 @@ class Calls(Generic[T]):
     ) -> None:
         """Retry ``item`` if its job's policy says so; else settle its failure.
 
-        A final failure counts the item as processed with an error once its
-        handler has run; if the handler is cancelled, the item is unprocessed.
+        A `RetryAfter` holds the queue (and the job's rate limiter) first,
+        whatever becomes of the item. A final failure counts the item as
+        processed with an error once its handler has run; if the handler is
+        cancelled, the item is unprocessed.
         """
         if call is not None and isinstance(exc, TypeError) and not isawaitable(call):
             exc = not_awaitable("worker_func", job.func, call)
-        if isinstance(exc, RetryAfter) and job.limiter is not None:
-            # Server pushback: every queue sharing the limiter backs off.
-            job.limiter.hold(exc.seconds)
+        if isinstance(exc, RetryAfter):
+            # Server pushback, about the service and not the item (retried or
+            # not): this queue starts no call until then, and every queue
+            # sharing the limiter backs off too.
+            self._queue.hold(exc.seconds)
+            if job.limiter is not None:
+                job.limiter.hold(exc.seconds)
         if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
             self._said_not_awaitable = True
             self._log.logger.warning("%s", exc)

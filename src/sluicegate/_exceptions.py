@@ -11,7 +11,13 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from anyio import current_effective_deadline, current_time, get_cancelled_exc_class
 
-__all__ = ["QueueError", "QueueStateError", "StrayCancellationError", "unwrapped_group"]
+__all__ = [
+    "ItemTimeoutError",
+    "QueueError",
+    "QueueStateError",
+    "StrayCancellationError",
+    "unwrapped_group",
+]
 
 
 class QueueError(Exception):
@@ -22,6 +28,17 @@ class QueueStateError(QueueError, RuntimeError):
     """An operation was called on a queue or executor in a state that forbids it.
 
     The message says what state the object is in and what to do instead.
+    """
+
+
+class ItemTimeoutError(QueueError, TimeoutError):
+    """A call ran longer than its ``item_timeout`` and was cancelled.
+
+    A subclass of the builtin TimeoutError, so ``except TimeoutError`` catches
+    it. A `RetryPolicy` retries it whatever its ``on`` says, unless the policy
+    is built with ``retry_timeouts=False`` (then ``on`` decides, as for any
+    error). A TimeoutError that the worker function raises itself is not an
+    ItemTimeoutError: ``on`` decides for it.
     """
 
 

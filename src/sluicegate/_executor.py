@@ -69,13 +69,16 @@ class Executor(Scoped, Generic[E]):
             ``QueueConfig()``.
         rate_limiter: An extra rate limiter (a `RateLimiter`, or anything that
             satisfies `RateLimiterProtocol`) each call takes a token from; a
-            call raising `RetryAfter` holds it (and the start rate) for that long.
+            call raising `RetryAfter` holds it (and the start rate) for that
+            long. Without one too, such a call holds the executor's queue:
+            no event starts until then (see `BoundedQueue.hold`).
         clock: Where the start-rate bucket, retry delays and item timeouts read
             the time and sleep; the event loop's by default.
         logger: Where failures are logged (see `BoundedQueue.start_workers`).
         retry: A `RetryPolicy` for failed events (None: no retries).
         item_timeout: Seconds an invoke may run before it is cancelled and fails
-            with TimeoutError (None: no limit).
+            with `ItemTimeoutError`, a TimeoutError that a ``retry`` policy
+            retries (None: no limit).
         history: How many finished events each of `completed_events`,
             `failed_events` and `cancelled_events` keeps, newest last (None: all;
             0: none, for a long-running executor in constant memory). The counts
@@ -530,7 +533,8 @@ class Executor(Scoped, Generic[E]):
             execution.response = await event.invoke()
         except RetryAfter as exc:
             # Server pushback: hold every start until then, here and wherever
-            # the rate limiter is shared.
+            # the rate limiter is shared (the queue, which sees the error
+            # next, holds itself: no worker takes another event meanwhile).
             if limiter is not None:
                 limiter.hold(exc.seconds)
             if start_rate is not None:

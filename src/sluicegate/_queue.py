@@ -36,7 +36,9 @@ from ._calls import (
     Calls,
     ErrorHandler,
     Sink,
+    Timed,
     WorkerFunc,
+    _HoldEnd,
     _Job,
     _Retry,
     _unwrap,
@@ -50,10 +52,11 @@ from ._checks import (
     check_seconds,
 )
 from ._clock import Clock, check_clock, reader
-from ._delay import DelayLine
+from ._delay import DelayLine, Entry
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
 from ._failure_log import FailureLog
 from ._protocols import RateLimiterProtocol, check_rate_limiter
+from ._rate_limit import _check_hold
 from ._results import Outcome
 from ._retry import RetryPolicy
 from ._scoped import Scoped
@@ -85,6 +88,7 @@ _YIELD_EVERY: Final = 64
 
 
 _PROCESSING: Final = QueueStatus.PROCESSING
+_HOLD_END: Final = _HoldEnd()
 
 
 class BoundedQueue(Scoped, Generic[T]):
@@ -114,6 +118,9 @@ class BoundedQueue(Scoped, Generic[T]):
     same): busy workers coming back take items first, and no worker is woken to
     find none. A worker that cannot get a slot under ``concurrency_limit`` stays
     parked until one is free.
+
+    A call that raises `RetryAfter` pauses the queue for the seconds it asks
+    for: no new call starts until then (see `hold`).
 
     Args:
         maxsize: How many items the buffer holds, at least 1.
@@ -170,10 +177,13 @@ class BoundedQueue(Scoped, Generic[T]):
         self._delayed = 0
         self._taken_by_get = 0
         self._unprocessed: list[T] = []
-        # Items waiting out a backoff, and (on an injected clock) call deadlines.
-        self._timers: DelayLine[_Retry | CancelScope] = DelayLine(
-            self._clock, self._timers_due
-        )
+        # Items waiting out a backoff, (on an injected clock) call deadlines,
+        # and the end of a hold.
+        self._timers: DelayLine[Timed] = DelayLine(self._clock, self._timers_due)
+        # While held (`hold`), no slot is free: the deadline, and its entry in
+        # the delay line, which gives the slots back.
+        self._held_until: float | None = None
+        self._hold_end: Entry[Timed] | None = None
         self._timer_scope: CancelScope | None = None
         self._timers_beside_workers = False
         # Parked tasks. A consumer is woken only when no consumer already woken
@@ -262,15 +272,19 @@ class BoundedQueue(Scoped, Generic[T]):
 
         Once the setter returns, no new item starts while ``concurrency_limit`` or
         more are being handled; items already running when it is lowered finish.
+        While the queue is held (see `hold`) no new item starts at all; a limit
+        set meanwhile applies once the hold ends.
         """
         return self._concurrency_limit
 
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:
         limit = check_optional_int("concurrency_limit", value, minimum=1)
+        self._concurrency_limit = limit
+        if self._held_until is not None:
+            return  # the hold's end gives the slots back
         # Lowered: workers over the limit give back their slots before their
         # next item. Raised: idle workers take the new slots for buffered items.
-        self._concurrency_limit = limit
         self._slots = _tokens(limit)
         while self._wake_consumer():
             pass
@@ -298,7 +312,8 @@ class BoundedQueue(Scoped, Generic[T]):
 
     def statistics(self) -> QueueStatistics:
         """A frozen snapshot: the counters of `metrics`, who waits, and how much
-        of the concurrency limit is in use."""
+        of the concurrency limit is in use (while the queue is held, the calls
+        still running: waiting workers hold no slot)."""
         return QueueStatistics(
             **self.metrics,
             size=len(self._buffer),
@@ -315,6 +330,65 @@ class BoundedQueue(Scoped, Generic[T]):
     def errors_by_type(self) -> dict[str, int]:
         """A fresh count of failed items by the qualified name of their error."""
         return dict(self._calls.error_types)
+
+    @property
+    def held_until(self) -> float | None:
+        """The time the current hold ends, on the queue's clock; None if not held.
+
+        See `hold`. Reads the clock, so (with the default clock) read it inside
+        the event loop.
+        """
+        held_until = self._held_until
+        if held_until is not None and held_until > self._now():
+            return held_until
+        return None
+
+    def hold(self, seconds: float) -> None:
+        """Start no new call for the next ``seconds``: pushback from the service.
+
+        A call that raises `RetryAfter` holds its queue so (whether the item is
+        retried or not), and its rate limiter too, if it has one, which holds
+        every queue sharing it. A later deadline extends the hold; an earlier
+        one, or ``hold(0)``, changes nothing.
+
+        While held, no worker starts a call: workers wait without a
+        concurrency slot (`statistics` counts in ``slots_in_use`` only the
+        calls still running, which finish), and items stay in the buffer.
+        `get` callers are not held: they are your own consumers. A stop during
+        a hold ends the waiting workers at once and lists the buffered items in
+        `unprocessed`, as always; the hold itself outlasts the stop: a queue
+        started again before it ends starts no call until then (the service
+        asked for the pause, not the run).
+
+        Reads the clock, so (with the default clock) call it inside the event
+        loop.
+
+        Raises:
+            TypeError: seconds is not a number.
+            ValueError: seconds is negative, NaN or infinite.
+        """
+        if _check_hold(seconds):
+            self._hold_until(self._now() + seconds)
+
+    def _hold_until(self, deadline: float) -> None:
+        if self._held_until is not None and deadline <= self._held_until:
+            return
+        self._held_until = deadline
+        # No slot is free: the worker loop checks the slots before every item
+        # anyway, so it stops before its next call at no cost to the hot path,
+        # and no worker is woken for new items.
+        self._slots = 0.0
+        if self._hold_end is not None:
+            self._timers.withdraw(self._hold_end)
+        self._hold_end = self._timers.add(_HOLD_END, deadline)
+
+    def _end_hold(self) -> None:
+        """The hold is over: give the slots back, and wake workers for items."""
+        self._held_until = None
+        self._hold_end = None
+        self._slots = _tokens(self._concurrency_limit)
+        while self._wake_consumer():
+            pass
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._describe()}>"
@@ -350,6 +424,11 @@ class BoundedQueue(Scoped, Generic[T]):
         self._run += 1
         self._starting = 0  # (a worker started for the last run that never ran)
         self._status = QueueStatus.PROCESSING
+        hold_end = self._hold_end
+        if hold_end is not None and not hold_end.live:
+            # Held through a stop, which emptied the delay line: the hold
+            # still ends at its time.
+            self._hold_end = self._timers.add(_HOLD_END, hold_end.due)
         if self._task_group is not None and self._timer_scope is None:
             # Started again inside its `async with`: the block's task releases
             # retries again, as it did before the stop.
@@ -802,11 +881,14 @@ class BoundedQueue(Scoped, Generic[T]):
         traceback, then a count at each power of two and at stop.
 
         A call running longer than ``item_timeout`` seconds is cancelled and
-        fails with TimeoutError (retried like any other error).
+        fails with `ItemTimeoutError` (a TimeoutError), which a ``retry``
+        policy retries whatever its ``on`` says, unless it was built with
+        ``retry_timeouts=False``.
 
-        With a ``rate_limiter``, each call (each retry too) first takes a token
-        from it; the item timeout starts once the token is taken. A call that
-        raises `RetryAfter` holds the limiter for that long.
+        A call that raises `RetryAfter` holds the queue for that long (see
+        `hold`). With a ``rate_limiter``, each call (each retry too) first
+        takes a token from it; the item timeout starts once the token is
+        taken; a `RetryAfter` holds the limiter too.
 
         A cancellation exception raised although nothing cancelled the worker
         (asyncio's CancelledError from awaiting a cancelled task, say) is a
@@ -915,9 +997,10 @@ class BoundedQueue(Scoped, Generic[T]):
             while not worker.stopping:
                 mark = None
                 if self._active >= self._slots:
-                    # No slot free (the limit was lowered): wait for one. This
-                    # worker may have been counted as on its way to an item
-                    # (woken, or looking): pass that on, to a get() perhaps.
+                    # No slot free (the limit was lowered, or the queue is
+                    # held): wait for one. This worker may have been counted as
+                    # on its way to an item (woken, or looking): pass that on,
+                    # to a get() perhaps.
                     if buffer:
                         self._wake_consumer()
                     await self._park_idle(worker)
@@ -1015,13 +1098,19 @@ class BoundedQueue(Scoped, Generic[T]):
             # Wake the `async with` exit: no worker is left to wait for.
             self._release_joiners()
 
-    def _timers_due(self, values: list[_Retry | CancelScope]) -> None:
+    def _timers_due(self, values: list[Timed]) -> None:
         """Retries whose backoff is over go back to the front of the buffer, in
-        the order they fell due; calls whose deadline has come are cancelled."""
+        the order they fell due; calls whose deadline has come are cancelled;
+        a hold that is over ends."""
         retries = [value for value in values if type(value) is _Retry]
+        hold_ends = False
         for value in values:
-            if type(value) is not _Retry:
-                value.cancel()  # type: ignore[union-attr]
+            if isinstance(value, CancelScope):
+                value.cancel()
+            elif value is _HOLD_END:
+                hold_ends = True
+        if hold_ends:
+            self._end_hold()  # first: waking workers for the retries needs slots
         if retries:
             self._delayed -= len(retries)
             self._buffer.extendleft(reversed(retries))

@@ -11,6 +11,8 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 
+from ._exceptions import ItemTimeoutError
+
 __all__ = ["RetryAfter", "RetryPolicy", "parse_retry_after"]
 
 ExceptionTypes: TypeAlias = type[Exception] | tuple[type[Exception], ...]
@@ -21,9 +23,11 @@ class RetryAfter(Exception):  # noqa: N818 - reads as the HTTP header it mirrors
     """Raise it from a worker function to have the item tried again later.
 
     Use it for server pushback (HTTP 429 or 503 with a ``Retry-After`` header):
-    the item is retried after ``seconds``, and the queue's rate limiter, if it
-    has one, grants nothing to anyone until then, so every queue sharing that
-    limiter backs off together. `RetryAfter.from_header` reads the header.
+    the item is retried after ``seconds``; the queue it was raised in starts no
+    new call until then (see `BoundedQueue.hold`), and the queue's rate
+    limiter, if it has one, grants nothing to anyone until then, so every queue
+    sharing that limiter backs off together. `RetryAfter.from_header` reads the
+    header.
 
     It counts as one of the item's attempts under its `RetryPolicy` (whatever
     the policy's ``on`` says); once they are spent, the item fails with it.
@@ -108,6 +112,11 @@ def _optional_seconds(
         _number(0, inclusive=False)(instance, attribute, value)
 
 
+def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be a bool, got {value!r}")
+
+
 def _attempts(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"attempts must be an int, got {value!r}")
@@ -127,6 +136,11 @@ class RetryPolicy:
     call ("full jitter", which spreads retries out), or exactly that bound
     with ``jitter=False``. Every call takes its token from the rate limiter.
 
+    Two failures are retried whatever ``on`` says: `RetryAfter` (after the
+    seconds it asks for), and a call cut by the queue's ``item_timeout``
+    (`ItemTimeoutError`), unless ``retry_timeouts=False``. A TimeoutError the
+    worker function raises itself is left to ``on``.
+
     Args:
         attempts: Calls in all, the first included (1: never retry).
         on: Which exceptions are retried: an Exception subclass, a tuple of
@@ -138,6 +152,9 @@ class RetryPolicy:
             first call started (None: no limit).
         jitter: Draw each delay at random below its bound (True) or wait the
             bound itself (False).
+        retry_timeouts: Retry calls cut by ``item_timeout`` whatever ``on``
+            says (True, the default), or leave them to ``on`` as any other
+            error (False).
 
     Raises:
         TypeError, ValueError: a field breaks its rule; the message names it.
@@ -151,9 +168,8 @@ class RetryPolicy:
         default=10.0, validator=_number(0, inclusive=False)
     )
     timeout: float | None = attrs.field(default=None, validator=_optional_seconds)
-    jitter: bool = attrs.field(
-        default=True, validator=attrs.validators.instance_of(bool)
-    )
+    jitter: bool = attrs.field(default=True, validator=_flag)
+    retry_timeouts: bool = attrs.field(default=True, validator=_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.max_backoff < self.backoff:
@@ -165,6 +181,8 @@ class RetryPolicy:
     def retries(self, exc: Exception) -> bool:
         """True if ``exc`` is one of the errors this policy retries."""
         if isinstance(exc, RetryAfter):
+            return True
+        if self.retry_timeouts and isinstance(exc, ItemTimeoutError):
             return True
         on = self.on
         if isinstance(on, (type, tuple)):

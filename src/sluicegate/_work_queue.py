@@ -66,11 +66,13 @@ class WorkQueue(Generic[T]):
         logger: Where worker errors are logged.
         rate_limiter: A `RateLimiter` each call takes a token from before it
             starts (retries included); it may be shared with other queues. A
-            call that raises `RetryAfter` holds it for that long.
+            call that raises `RetryAfter` holds it for that long (and holds
+            this queue, with a limiter or without: see `BoundedQueue.hold`).
         retry: The `RetryPolicy` for failed items (None: no retries); `process`,
             `batch_process` and `map` may give their own.
         item_timeout: Seconds a call may run before it is cancelled and fails
-            with TimeoutError (None: no limit); overridable per call as retry.
+            with `ItemTimeoutError`, a TimeoutError that a retry policy retries
+            (None: no limit); overridable per call as retry.
         clock: Where retry delays and item timeouts read the time and sleep.
     """
 
@@ -217,6 +219,21 @@ class WorkQueue(Generic[T]):
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:
         self._queue.concurrency_limit = value
+
+    @property
+    def held_until(self) -> float | None:
+        """When the queue's hold ends, on its clock; None if not held (see
+        `BoundedQueue.hold`)."""
+        return self._queue.held_until
+
+    def hold(self, seconds: float) -> None:
+        """Start no new call for the next ``seconds`` (see `BoundedQueue.hold`).
+
+        Raises:
+            TypeError: seconds is not a number.
+            ValueError: seconds is negative, NaN or infinite.
+        """
+        self._queue.hold(seconds)
 
     def put_nowait(self, item: T) -> None:
         """Add ``item`` if there is room now, without waiting (see
