@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ._checks import check_int, check_optional_int
+from ._checks import check_int, check_optional_int, is_number, not_seconds
 
 __all__ = ["QueueConfig"]
 
@@ -29,11 +29,8 @@ def _positive_finite_seconds(
 ) -> None:
     if value is None:
         return  # no start-rate limit
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{attribute.name} must be a number of seconds or None, "
-            f"got {value!r} ({type(value).__name__})"
-        )
+    if not is_number(value):
+        raise not_seconds(attribute.name, value, or_none=True)
     # `not (0 < value < inf)` also catches nan, which fails every comparison.
     if not 0 < value < math.inf:
         raise ValueError(
