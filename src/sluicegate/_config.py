@@ -9,18 +9,20 @@ import attrs
 
 from ._checks import check_int, check_optional_int, is_number, not_seconds
 
-__all__ = ["QueueConfig"]
+__all__ = ["QueueConfig", "at_least_one", "none_or_at_least_one"]
 
 
-def _at_least_one(
+def at_least_one(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
+    """An attrs validator: the field is an int >= 1 (`check_int`)."""
     check_int(attribute.name, value, minimum=1)
 
 
-def _none_or_at_least_one(
+def none_or_at_least_one(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
+    """An attrs validator: the field is None or an int >= 1."""
     check_optional_int(attribute.name, value, minimum=1)
 
 
@@ -57,10 +59,10 @@ class QueueConfig:
     range, naming the field; `attrs.evolve` checks the new values the same way.
     """
 
-    queue_capacity: int = attrs.field(default=100, validator=_at_least_one)
+    queue_capacity: int = attrs.field(default=100, validator=at_least_one)
     capacity_refresh_time: float | None = attrs.field(
         default=1.0, validator=_positive_finite_seconds
     )
     concurrency_limit: int | None = attrs.field(
-        default=None, validator=_none_or_at_least_one
+        default=None, validator=none_or_at_least_one
     )
