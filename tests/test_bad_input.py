@@ -154,6 +154,17 @@ CASES: list[Any] = [
         T,
         "capacity_refresh_time",
     ),
+    (
+        now(lambda: QueueConfig(capacity_refresh_time=bad(True))),
+        T,
+        r"^capacity_refresh_time must be a number of seconds or None, "
+        r"got True \(bool\)$",
+    ),
+    (
+        now(lambda: QueueConfig(capacity_refresh_time=-1)),
+        V,
+        "^capacity_refresh_time must be a finite number of seconds > 0, got -1$",
+    ),
     (now(lambda: QueueConfig(concurrency_limit=0)), V, "concurrency_limit must be"),
     (
         now(lambda: attrs.evolve(QueueConfig(), queue_capacity=-1)),

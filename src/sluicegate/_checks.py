@@ -9,12 +9,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an int, False for a bool: Python counts True as 1, a caller never."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """True for an int or a float, False for a bool (see `is_int`)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def not_seconds(name: str, value: object, *, or_none: bool = False) -> TypeError:
+    """The error for a duration ``value`` that is no number (`is_number`)."""
+    return TypeError(
+        f"{name} must be a number of seconds{' or None' if or_none else ''}, "
+        f"got {value!r} ({type(value).__name__})"
+    )
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:
     """Return ``value`` if it is an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(
             f"{name} must be an int, got {value!r} ({type(value).__name__})"
         )
@@ -39,11 +57,8 @@ def check_seconds(name: str, value: object, *, allow_none: bool) -> float | None
         if allow_none:
             return None
         raise TypeError(f"{name} must be a number of seconds, got None")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be a number of seconds{' or None' if allow_none else ''}, "
-            f"got {value!r} ({type(value).__name__})"
-        )
+    if not is_number(value):
+        raise not_seconds(name, value, or_none=allow_none)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
     return float(value)

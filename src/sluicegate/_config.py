@@ -7,20 +7,22 @@ from typing import Any
 
 import attrs
 
-from ._checks import check_int, check_optional_int
+from ._checks import check_int, check_optional_int, is_number, not_seconds
 
-__all__ = ["QueueConfig"]
+__all__ = ["QueueConfig", "at_least_one", "none_or_at_least_one"]
 
 
-def _at_least_one(
+def at_least_one(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
+    """An attrs validator: the field is an int >= 1 (`check_int`)."""
     check_int(attribute.name, value, minimum=1)
 
 
-def _none_or_at_least_one(
+def none_or_at_least_one(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
+    """An attrs validator: the field is None or an int >= 1."""
     check_optional_int(attribute.name, value, minimum=1)
 
 
@@ -29,11 +31,8 @@ def _positive_finite_seconds(
 ) -> None:
     if value is None:
         return  # no start-rate limit
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{attribute.name} must be a number of seconds or None, "
-            f"got {value!r} ({type(value).__name__})"
-        )
+    if not is_number(value):
+        raise not_seconds(attribute.name, value, or_none=True)
     # `not (0 < value < inf)` also catches nan, which fails every comparison.
     if not 0 < value < math.inf:
         raise ValueError(
@@ -60,10 +59,10 @@ class QueueConfig:
     range, naming the field; `attrs.evolve` checks the new values the same way.
     """
 
-    queue_capacity: int = attrs.field(default=100, validator=_at_least_one)
+    queue_capacity: int = attrs.field(default=100, validator=at_least_one)
     capacity_refresh_time: float | None = attrs.field(
         default=1.0, validator=_positive_finite_seconds
     )
     concurrency_limit: int | None = attrs.field(
-        default=None, validator=_none_or_at_least_one
+        default=None, validator=none_or_at_least_one
     )

@@ -23,6 +23,7 @@ from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
+from ._lifecycle import check_task_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
@@ -457,11 +458,7 @@ class Executor(Scoped, Generic[E]):
             self.status is QueueStatus.PROCESSING and self._queue.worker_count
         ):
             return
-        if task_group is not None and not isinstance(task_group, TaskGroup):
-            raise TypeError(
-                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
-            )
-        if task_group is None:
+        if check_task_group(task_group) is None:
             raise QueueStateError(
                 "an Executor runs its events in workers that need a task group: use "
                 "`async with executor:`, or `await executor.start(task_group=tg)` "

@@ -55,6 +55,13 @@ from ._clock import Clock, check_clock, reader
 from ._delay import DelayLine, Entry
 from ._exceptions import QueueStateError, stray_cancellation, unwrapped_group
 from ._failure_log import FailureLog
+from ._lifecycle import (
+    check_logger,
+    check_not_stopping,
+    check_running,
+    check_task_group,
+    worker_group,
+)
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._rate_limit import _check_hold
 from ._results import Outcome
@@ -150,11 +157,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
         self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
         limit = check_optional_int("concurrency_limit", concurrency_limit, minimum=1)
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        self._failure_log = FailureLog(
-            logger if logger is not None else logging.getLogger("sluicegate")
-        )
+        self._failure_log = FailureLog(check_logger(logger))
         self._concurrency_limit = limit
         # Workers take a slot to handle items, and hold it while the buffer has
         # any: at most `_slots` items are handled at once. A worker that finds
@@ -414,10 +417,7 @@ class BoundedQueue(Scoped, Generic[T]):
         """
         if self._status is QueueStatus.PROCESSING:
             return
-        if self._status is QueueStatus.STOPPING:
-            raise QueueStateError(
-                "cannot start: the queue is stopping; await queue.stop() first"
-            )
+        check_not_stopping(self._status)
         self._now = self._calls.now = reader(self._clock)  # bound to this event loop
         for line in (self._producers, self._getters, self._idle_workers):
             line.bind()
@@ -920,18 +920,9 @@ class BoundedQueue(Scoped, Generic[T]):
             timeout=check_item_timeout(item_timeout),
             limiter=check_rate_limiter(rate_limiter),
         )
-        if task_group is not None and not isinstance(task_group, TaskGroup):
-            raise TypeError(
-                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
-            )
+        check_task_group(task_group)
         self._check_running("start_workers")
-        group = task_group if task_group is not None else self._task_group
-        if group is None:
-            raise QueueStateError(
-                "start_workers() needs a task group to run the workers in: use "
-                "`async with queue:` (the queue owns them), or pass "
-                "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
-            )
+        group = worker_group("start_workers", task_group, self._task_group)
         self._spawn_workers(group, job, num_workers)
 
     def _spawn_workers(
@@ -1186,15 +1177,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._check_running(operation)
 
     def _check_running(self, operation: str) -> None:
-        if self._status is _PROCESSING:
-            return
-        if self._status is QueueStatus.IDLE:
-            fix = "call `await queue.start()` or use `async with queue:` first"
-        else:
-            fix = "a stopped queue takes no new work; `await queue.start()` reopens it"
-        raise QueueStateError(
-            f"cannot {operation}(): the queue is {self._status.value}; {fix}"
-        )
+        check_running(self._status, operation)
 
 
 def _tokens(limit: int | None) -> float:

@@ -22,6 +22,7 @@ from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed
+from ._lifecycle import worker_count_for
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
     USE_QUEUE_TIMEOUT,
@@ -546,10 +547,7 @@ class WorkQueue(Generic[T]):
             )
 
     def _worker_count_for(self, num_workers: int | None) -> int:
-        count = check_optional_int("num_workers", num_workers, minimum=1)
-        if count is not None:
-            return count
-        return self._queue.concurrency_limit or 1
+        return worker_count_for(num_workers, self._queue.concurrency_limit)
 
 
 async def _quiet(exc: Exception, item: object) -> None:

@@ -1,15 +1,17 @@
 # pyright: standard
-"""The work queue's global books: what they hold, and their one atomic read."""
+"""The work queue's global books: what they hold, their one atomic read, and
+`Settled`, the wake-up of whoever waits for them to change."""
 
 from __future__ import annotations
 
 import attrs
+from anyio import Event, move_on_after
 
 from ._client import ints
 from ._retrying import QueueCalls
 from ._scripts import BOOKS, GROUP
 
-__all__ = ["RedisQueueBooks", "read_books"]
+__all__ = ["RedisQueueBooks", "Settled", "read_books"]
 
 
 @attrs.frozen
@@ -56,3 +58,30 @@ async def read_books(
         stream_length=length,
         dead_length=dead_length,
     )
+
+
+class Settled:
+    """Wakes whoever waits for the books to change: a join, a put waiting for room.
+
+    Redis cannot tell a process that a count changed, so a waiter reads the books
+    again after a while; `wait` returns early when this process settles an item
+    (`wake`), which is when its own waiters' books change first.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: Event | None = None
+
+    async def wait(self, seconds: float) -> None:
+        """Wait until `wake` is called, or for ``seconds`` at most."""
+        if self._event is None:
+            self._event = Event()
+        with move_on_after(seconds):
+            await self._event.wait()
+
+    def wake(self) -> None:
+        """Wake every waiter now; a later `wait` waits for the next wake."""
+        if self._event is not None:
+            self._event.set()
+            self._event = None

@@ -33,6 +33,7 @@ from anyio import CancelScope, move_on_after
 from anyio.lowlevel import checkpoint_if_cancelled
 from coredis.exceptions import InvalidResponse, NoScriptError
 
+from sluicegate._checks import is_number, not_seconds
 from sluicegate._exceptions import QueueStateError
 
 __all__ = [
@@ -86,11 +87,8 @@ def check_client(client: object, name: str = "client") -> RedisClient:
 
 def check_timeout(timeout: object, name: str = "timeout") -> float:
     """Return ``timeout`` as a float if it is a finite number > 0."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"{name} must be a number of seconds, got {timeout!r} "
-            f"({type(timeout).__name__})"
-        )
+    if not is_number(timeout):
+        raise not_seconds(name, timeout)
     if not 0 < timeout < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {timeout!r}")
     return float(timeout)

@@ -1,83 +1,57 @@
 # pyright: standard
-"""RedisWorkQueue: a work queue shared by processes, on a Redis stream."""
+"""RedisWorkQueue: a work queue shared by processes, on a Redis stream.
+
+This module is the queue's public face: its arguments, properties, metrics and
+calls, each checked here and handed to the part whose job it is. Its arguments
+are a `RedisQueueConfig`; its put side is a `Producer`; its workers and how
+their items are settled, a `Processor`; its states and the moves between them,
+a `Lifespan`. Imports go one way: this module imports those parts, and they
+never import it.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from inspect import isawaitable
+from collections.abc import AsyncIterable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Generic, TypeVar
 
-from anyio import (
-    CancelScope,
-    Event,
-    create_task_group,
-    current_time,
-    move_on_after,
-)
+from anyio import CancelScope, create_task_group
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from sluicegate._checks import (
-    check_callable,
-    check_int,
-    check_optional_int,
-    check_seconds,
-    not_awaitable,
-)
+from sluicegate._calls import ErrorHandler, WorkerFunc
+from sluicegate._checks import check_callable
 from sluicegate._exceptions import QueueStateError, unwrapped_group
 from sluicegate._feed import feed
-from sluicegate._protocols import RateLimiterProtocol, check_rate_limiter
-from sluicegate._queue import (
-    USE_QUEUE_TIMEOUT,
-    BoundedQueue,
-    ErrorHandler,
-    QueueStatus,
-    UseQueueTimeout,
-    WorkerFunc,
-)
+from sluicegate._lifecycle import check_task_group, worker_count_for, worker_group
+from sluicegate._protocols import RateLimiterProtocol
 from sluicegate._scoped import Scoped
+from sluicegate._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 
-from ._books import RedisQueueBooks, read_books
-from ._calls import TRANSIENT
-from ._client import (
-    CALL_TIMEOUT,
-    RedisClient,
-    check_client,
-    check_open,
-    check_timeout,
-    ints,
-    open_client,
-    shielded,
-    tagged_key,
-)
-from ._fetcher import Entry, Fetcher, Processing
+from ._books import RedisQueueBooks, Settled
+from ._client import CALL_TIMEOUT, RedisClient
+from ._config import RedisQueueConfig
+from ._lifespan import Lifespan
+from ._processor import Processor
+from ._producer import Producer
 from ._retrying import QueueCalls
-from ._scripts import (
-    ACK,
-    GROUP,
-    PUT,
-    ensure_group,
-)
-from ._serializer import (
-    JsonSerializer,
-    Serializer,
-    check_serializer,
-    dump_item,
-)
+from ._serializer import Serializer
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
 
-#: How long a put token lives: a retried put script within it is not run twice.
-TOKEN_TTL: Final = 300
-#: Items per put script call.
-PUT_CHUNK: Final = 256
+#: The counts of this process's own, in `RedisWorkQueue.metrics`.
+OWN_COUNTS: Final = (
+    "put",
+    "backpressure_events",
+    "processed",
+    "errors",
+    "reclaimed",
+    "redelivered",
+    "released",
+    "dead_lettered_here",
+)
 
 
 class RedisWorkQueue(Scoped, Generic[T]):
@@ -141,80 +115,45 @@ class RedisWorkQueue(Scoped, Generic[T]):
         call_timeout: float = CALL_TIMEOUT,
         reconnect_timeout: float = 30.0,
     ) -> None:
-        if isinstance(redis, str):
-            if not redis.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(
-                    "redis must be a coredis client or a URL starting with "
-                    f"redis://, rediss:// or unix://, got {redis!r}"
-                )
-            self._url: str | None = redis
-            client: Any = None
-        else:
-            self._url = None
-            client = check_client(redis, "redis")
-        self._stream: Final = tagged_key(name, "stream", "name")
-        self._dead: Final = tagged_key(name, "dead", "name")
-        self._books_key: Final = tagged_key(name, "books", "name")
-        self._token_prefix: Final = tagged_key(name, "put:", "name")
-        self._name: Final = name
-        self._maxsize: Final = check_int("maxsize", maxsize, minimum=1)
-        self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
-        self._concurrency_limit: Final = check_optional_int(
-            "concurrency_limit", concurrency_limit, minimum=1
+        config = RedisQueueConfig(
+            redis,
+            name,
+            maxsize=maxsize,
+            timeout=timeout,
+            concurrency_limit=concurrency_limit,
+            rate_limiter=rate_limiter,
+            serializer=serializer,
+            claim_idle=claim_idle,
+            max_deliveries=max_deliveries,
+            logger=logger,
+            call_timeout=call_timeout,
+            reconnect_timeout=reconnect_timeout,
         )
-        self._rate_limiter = check_rate_limiter(rate_limiter)
-        self._serializer: Serializer = (
-            JsonSerializer() if serializer is None else check_serializer(serializer)
-        )
-        self._claim_idle: Final = check_timeout(claim_idle, "claim_idle")
-        self._max_deliveries: Final = check_int(
-            "max_deliveries", max_deliveries, minimum=1
-        )
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
-        self._call_timeout: Final = check_timeout(call_timeout, "call_timeout")
+        self._config: Final = config
         self._calls: Final = QueueCalls(
-            client,
+            config.client,
             name=name,
-            logger=self._logger,
-            call_timeout=self._call_timeout,
-            reconnect_timeout=check_timeout(reconnect_timeout, "reconnect_timeout"),
+            logger=config.logger,
+            call_timeout=config.call_timeout,
+            reconnect_timeout=config.reconnect_timeout,
         )
-        self._consumer: Final = (
-            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        )
-        self._status = QueueStatus.IDLE
-        self._task_group: TaskGroup | None = None
-        self._processing: Processing[T] | None = None
-        self._settled: Event | None = None  # set when this process settles one
+        self._counts: dict[str, int] = dict.fromkeys(OWN_COUNTS, 0)
         self._unprocessed: list[T] = []
-        self._books = RedisQueueBooks(0, 0, 0, 0, 0, 0, 0)
-        self._counts: dict[str, int] = dict.fromkeys(
-            (
-                "put",
-                "backpressure_events",
-                "processed",
-                "errors",
-                "reclaimed",
-                "redelivered",
-                "released",
-                "dead_lettered_here",
-            ),
-            0,
-        )
-        self._fetcher: Final[Fetcher[T]] = Fetcher(
+        settled = Settled()  # woken when this process settles an item
+        self._processor: Final[Processor[T]] = Processor(
             self._calls,
-            stream=self._stream,
-            books=self._books_key,
-            dead=self._dead,
-            consumer=self._consumer,
-            claim_idle=self._claim_idle,
-            max_deliveries=self._max_deliveries,
-            serializer=self._serializer,
+            config,
             counts=self._counts,
             unprocessed=self._unprocessed,
-            on_settled=self._wake_settled,
+            settled=settled,
+        )
+        self._life: Final = Lifespan(self._calls, config, self._processor, settled)
+        self._producer: Final[Producer[T]] = Producer(
+            self._calls,
+            config,
+            counts=self._counts,
+            settled=settled,
+            check_running=self._life.check_running,
         )
 
     # -- properties ----------------------------------------------------------
@@ -222,12 +161,12 @@ class RedisWorkQueue(Scoped, Generic[T]):
     @property
     def name(self) -> str:
         """The queue's name, shared by every process using it."""
-        return self._name
+        return self._config.name
 
     @property
     def consumer(self) -> str:
         """This queue object's consumer name in the group (host:pid:random)."""
-        return self._consumer
+        return self._processor.consumer
 
     @property
     def client(self) -> Any:
@@ -237,54 +176,55 @@ class RedisWorkQueue(Scoped, Generic[T]):
     @property
     def status(self) -> QueueStatus:
         """Where this queue object is in its life (`QueueStatus`)."""
-        return self._status
+        return self._life.status
 
     @property
     def maxsize(self) -> int:
         """How many items may be outstanding across all processes."""
-        return self._maxsize
+        return self._config.maxsize
 
     @property
     def timeout(self) -> float | None:
         """How long `put` waits for room by default."""
-        return self._timeout
+        timeout = self._config.timeout  # kept as given; a float here, as ever
+        return None if timeout is None else float(timeout)
 
     @property
     def concurrency_limit(self) -> int | None:
         """How many items this process handles at once (None: one per worker)."""
-        return self._concurrency_limit
+        return self._config.concurrency_limit
 
     @property
     def claim_idle(self) -> float:
         """Seconds before another process takes over an item left without a
         heartbeat."""
-        return self._claim_idle
+        return float(self._config.claim_idle)
 
     @property
     def max_deliveries(self) -> int:
         """Deliveries after which an item goes to the dead stream."""
-        return self._max_deliveries
+        return self._config.max_deliveries
 
     @property
     def rate_limiter(self) -> RateLimiterProtocol | None:
         """The rate limiter each call takes a token from, if any."""
-        return self._rate_limiter
+        return self._config.rate_limiter
 
     @property
     def keys(self) -> dict[str, str]:
         """The queue's Redis keys: ``stream``, ``dead``, ``books``."""
-        return {"stream": self._stream, "dead": self._dead, "books": self._books_key}
+        config = self._config
+        return {"stream": config.stream, "dead": config.dead, "books": config.books}
 
     @property
     def worker_count(self) -> int:
         """How many workers this process runs."""
-        processing = self._processing
-        return 0 if processing is None else processing.local.worker_count
+        return self._processor.worker_count
 
     @property
     def in_flight(self) -> int:
         """Items this process fetched and has not settled (buffered or running)."""
-        return len(self._fetcher.held)
+        return self._processor.in_flight
 
     @property
     def unprocessed(self) -> list[T]:
@@ -307,7 +247,7 @@ class RedisWorkQueue(Scoped, Generic[T]):
         delivered before), ``released`` (entries it handed back),
         ``dead_lettered_here``, ``in_flight`` and ``unprocessed``.
         """
-        books = self._books
+        books = self._life.books
         return {
             "enqueued": books.enqueued,
             "acknowledged": books.acknowledged,
@@ -315,18 +255,18 @@ class RedisWorkQueue(Scoped, Generic[T]):
             "dead_lettered": books.dead_lettered,
             "pending": books.pending,
             **self._counts,
-            "in_flight": len(self._fetcher.held),
+            "in_flight": self._processor.in_flight,
             "unprocessed": len(self._unprocessed),
         }
 
     def __repr__(self) -> str:
         return (
-            f"<RedisWorkQueue {self._name!r} {self._status.value}, "
-            f"maxsize={self._maxsize}, workers={self.worker_count}, "
-            f"in_flight={len(self._fetcher.held)}, consumer={self._consumer!r}>"
+            f"<RedisWorkQueue {self._config.name!r} {self._life.status.value}, "
+            f"maxsize={self._config.maxsize}, workers={self.worker_count}, "
+            f"in_flight={self._processor.in_flight}, consumer={self.consumer!r}>"
         )
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- lifecycle: `Lifespan` -----------------------------------------------
 
     async def start(self) -> None:
         """Open the queue (create its consumer group if need be): PROCESSING.
@@ -337,21 +277,7 @@ class RedisWorkQueue(Scoped, Generic[T]):
         Raises:
             QueueStateError: the queue is stopping, or was given a URL.
         """
-        if self._status is QueueStatus.PROCESSING:
-            return
-        if self._status is QueueStatus.STOPPING:
-            raise QueueStateError(
-                "cannot start: the queue is stopping; await queue.stop() first"
-            )
-        if self._calls.client is None:
-            raise QueueStateError(
-                "cannot start(): this queue was given a URL, and the client it "
-                "opens lives in `async with queue:`; use that, or pass a "
-                "coredis client you opened yourself"
-            )
-        check_open(self._calls.client)
-        await shielded(self._ensure_group, self._call_timeout)
-        self._status = QueueStatus.PROCESSING
+        await self._life.start()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop this process's part: no more puts or fetches; STOPPED.
@@ -364,19 +290,7 @@ class RedisWorkQueue(Scoped, Generic[T]):
         touched. If stop itself is cancelled, the workers are cancelled at once
         and what they held is handed back the same way.
         """
-        timeout = check_seconds("timeout", timeout, allow_none=True)
-        if self._status in (QueueStatus.IDLE, QueueStatus.STOPPED):
-            self._status = QueueStatus.STOPPED
-            return
-        self._status = QueueStatus.STOPPING
-        self._wake_settled()  # a join or a put waiting for room looks again
-        try:
-            await self._end_processing(timeout)
-            with suppress(*TRANSIENT):
-                await self.books()
-        finally:
-            self._status = QueueStatus.STOPPED
-            self._wake_settled()
+        await self._life.stop(timeout)
 
     async def join(self) -> None:
         """Wait until the whole queue has nothing outstanding (every item put by
@@ -391,19 +305,7 @@ class RedisWorkQueue(Scoped, Generic[T]):
         again after each item this process settles, and otherwise every 10 ms
         at first, backing off to every 200 ms.
         """
-        delay = 0.01
-        while True:
-            if self._status is QueueStatus.STOPPED:
-                await checkpoint()
-                return
-            books = await self.books()
-            if books.outstanding <= 0:
-                return
-            if self._settled is None:
-                self._settled = Event()
-            with move_on_after(delay):
-                await self._settled.wait()
-            delay = min(delay * 2, 0.2)
+        await self._life.join()
 
     async def books(self) -> RedisQueueBooks:
         """Read the global books in one atomic call (also kept for `metrics`).
@@ -412,55 +314,12 @@ class RedisWorkQueue(Scoped, Generic[T]):
             QueueStateError: the client is not open (for a queue given a URL:
                 outside its ``async with``).
         """
-        self._books = await read_books(
-            self._calls, stream=self._stream, books=self._books_key, dead=self._dead
-        )
-        return self._books
+        return await self._life.read_books()
 
-    @asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
-        """Open the client (for a URL), own a task group for the workers, and
-        stop this process's part on the way out."""
-        async with AsyncExitStack() as stack:
-            if self._url is not None:
-                client = await stack.enter_async_context(open_client(self._url))
-                self._calls.client = client
-                stack.callback(setattr, self._calls, "client", None)
-            await self.start()
-            # The one exception that ended the block, as it was raised.
-            with unwrapped_group():
-                async with create_task_group() as tg:
-                    self._task_group = tg
-                    try:
-                        yield
-                        await self.stop()
-                    except BaseException:
-                        with CancelScope(shield=True):
-                            await self._abort()
-                        raise
-                    finally:
-                        self._task_group = None
+    def _lifespan(self) -> AbstractAsyncContextManager[None]:
+        return self._life.block()
 
-    async def _abort(self) -> None:
-        """Leave at once: cancel the workers, hand back what this process holds."""
-        self._status = QueueStatus.STOPPING
-        try:
-            await self._end_processing(0)
-        except TRANSIENT as exc:
-            self._could_not_hand_back(exc)
-        finally:
-            self._status = QueueStatus.STOPPED
-            self._wake_settled()
-
-    def _could_not_hand_back(self, exc: Exception) -> None:
-        self._logger.warning(
-            "RedisWorkQueue %r could not hand back its items (%s); the other "
-            "processes take them over after claim_idle",
-            self._name,
-            exc,
-        )
-
-    # -- producers ----------------------------------------------------------
+    # -- producers: `Producer` ----------------------------------------------
 
     async def put(
         self,
@@ -510,72 +369,9 @@ class RedisWorkQueue(Scoped, Generic[T]):
                 (use `put` for one item); the serializer cannot store an item
                 (then none is put).
         """
-        if timeout is USE_QUEUE_TIMEOUT:
-            timeout = self._timeout
-        else:
-            timeout = check_seconds("timeout", timeout, allow_none=True)
-        if isinstance(items, (str, bytes)):
-            kind = type(items).__name__
-            raise TypeError(
-                f"items must be an iterable of items, not {kind} (its characters "
-                f"or bytes would be put one by one): to put one {kind} item, use "
-                f"put(); got {items!r}"
-            )
-        if not isinstance(items, Iterable):
-            raise TypeError(
-                f"items must be an iterable of items, got {items!r} "
-                f"({type(items).__name__})"
-            )
-        self._check_running("put")
-        payloads = [dump_item(self._serializer, item) for item in items]
-        deadline = None if timeout is None else current_time() + timeout
-        accepted = 0
-        delay = 0.005
-        while accepted < len(payloads):
-            # Before each chunk (none is half put): the call itself is
-            # shielded, so a cancelled producer with room would never notice.
-            await checkpoint_if_cancelled()
-            chunk = payloads[accepted : accepted + PUT_CHUNK]
-            took = await self._put_chunk(chunk)
-            accepted += took
-            self._counts["put"] += took
-            if took == len(chunk):
-                delay = 0.005
-                continue
-            if took:
-                delay = 0.005
-                continue  # room for some: try the rest at once
-            # Full: wait for room, waking early when this process settles one.
-            now = current_time()
-            if deadline is not None and now >= deadline:
-                self._counts["backpressure_events"] += 1
-                if timeout == 0:
-                    await checkpoint()
-                return accepted
-            wait = delay if deadline is None else min(delay, deadline - now)
-            if self._settled is None:
-                self._settled = Event()
-            with move_on_after(wait):
-                await self._settled.wait()
-            delay = min(delay * 2, 0.1)
-            self._check_running("put")
-        return accepted
+        return await self._producer.put_many(items, timeout)
 
-    async def _put_chunk(self, payloads: list[tuple[bytes, bytes]]) -> int:
-        # One token for the call and all its resends: the script runs once.
-        token = self._token_prefix + uuid.uuid4().hex
-        args: list[str | bytes | int] = [self._maxsize, TOKEN_TTL]
-        for field, payload in payloads:
-            args += [field, payload]
-        raw = await self._calls.call_retrying(
-            PUT, [self._stream, self._books_key, token], args
-        )
-        took, _outstanding = ints(raw, 2, "the put script")
-        if not 0 <= took <= len(payloads):
-            raise RuntimeError(f"the put script accepted {took} of {len(payloads)}")
-        return took
-
-    # -- processing ----------------------------------------------------------
+    # -- processing: `Processor` --------------------------------------------
 
     async def process(
         self,
@@ -606,42 +402,17 @@ class RedisWorkQueue(Scoped, Generic[T]):
         """
         check_callable("worker_func", worker_func)
         check_callable("error_handler", error_handler, allow_none=True)
-        workers = self._worker_count_for(num_workers)
-        if task_group is not None and not isinstance(task_group, TaskGroup):
-            raise TypeError(
-                f"task_group must be an anyio TaskGroup or None, got {task_group!r}"
-            )
-        self._check_running("process")
-        if self._processing is not None:
+        workers = worker_count_for(num_workers, self._config.concurrency_limit)
+        check_task_group(task_group)
+        self._life.check_running("process")
+        if self._processor.has_workers:
             raise QueueStateError(
                 "this RedisWorkQueue already has workers from process() or a "
                 "batch in this process: stop them first (stop()), or use "
                 "another RedisWorkQueue object"
             )
-        group = task_group if task_group is not None else self._task_group
-        if group is None:
-            raise QueueStateError(
-                "process() needs a task group to run the workers in: use "
-                "`async with queue:` (the queue owns them), or pass "
-                "`task_group=tg` from `async with anyio.create_task_group() as tg:`"
-            )
-        limit = self._concurrency_limit
-        capacity = workers if limit is None else min(workers, limit)
-        local: BoundedQueue[Entry[T]] = BoundedQueue(
-            capacity, concurrency_limit=limit, logger=self._logger
-        )
-        await local.start()
-        processing = Processing(local, capacity)
-        self._processing = processing
-        await local.start_workers(
-            self._worker_call(worker_func),
-            workers,
-            self._error_call(error_handler, local),
-            task_group=group,
-            rate_limiter=self._rate_limiter,
-        )
-        group.start_soon(self._fetcher.fetch, processing)
-        group.start_soon(self._fetcher.heartbeat, processing)
+        group = worker_group("process", task_group, self._life.task_group)
+        await self._processor.start(worker_func, workers, error_handler, group)
 
     async def batch_process(
         self,
@@ -673,13 +444,13 @@ class RedisWorkQueue(Scoped, Generic[T]):
             )
         check_callable("worker_func", worker_func)
         check_callable("error_handler", error_handler, allow_none=True)
-        workers = self._worker_count_for(num_workers)
-        if self._processing is not None:
+        workers = worker_count_for(num_workers, self._config.concurrency_limit)
+        if self._processor.has_workers:
             raise QueueStateError(
                 "batch_process() runs its own workers, and this queue object "
                 "already has some (from process()): stop them first"
             )
-        if self._status is QueueStatus.PROCESSING:
+        if self._life.status is QueueStatus.PROCESSING:
             await self._run_batch(items, worker_func, workers, error_handler)
         else:
             async with self:
@@ -698,113 +469,8 @@ class RedisWorkQueue(Scoped, Generic[T]):
                 try:
                     await feed(items, self.put, refused=self._unprocessed.append)
                     await self.join()
-                    await self._end_processing(None)
+                    await self._processor.end(None)
                 except BaseException:
                     with CancelScope(shield=True):
-                        await self._end_processing(0)
+                        await self._processor.end(0)
                     raise
-
-    def _worker_call(self, worker_func: WorkerFunc[T]) -> WorkerFunc[Entry[T]]:
-        async def call(entry: Entry[T]) -> None:
-            result = worker_func(entry.item)
-            if not isawaitable(result):  # the local queue sees only `call`
-                raise not_awaitable("worker_func", worker_func, result)
-            await result
-            await self._settle(entry, error=False)
-
-        return call
-
-    def _error_call(
-        self, error_handler: ErrorHandler[T] | None, local: BoundedQueue[Entry[T]]
-    ) -> ErrorHandler[Entry[T]]:
-        async def on_error(exc: Exception, entry: Entry[T]) -> None:
-            try:
-                if error_handler is None:
-                    local._log_failure(exc, entry)
-                else:
-                    await error_handler(exc, entry.item)
-            except Exception:
-                await self._settle(entry, error=True)
-                raise  # the local queue logs the handler's failure
-            await self._settle(entry, error=True)
-
-        return on_error
-
-    async def _settle(self, entry: Entry[T], *, error: bool) -> None:
-        """Acknowledge a finished item (never cancelled half way)."""
-        try:
-            with CancelScope(shield=True):
-                await self._calls.call_retrying(
-                    ACK, [self._stream, self._books_key], [GROUP, entry.id]
-                )
-        except TRANSIENT as exc:
-            self._logger.error(
-                "RedisWorkQueue %r could not acknowledge %r (%s): another process "
-                "takes it over after claim_idle and runs it again",
-                self._name,
-                entry,
-                exc,
-            )
-        finally:
-            self._counts["processed"] += 1
-            if error:
-                self._counts["errors"] += 1
-            self._fetcher.unhold(entry)
-
-    def _wake_settled(self) -> None:
-        if self._settled is not None:
-            self._settled.set()
-            self._settled = None
-
-    async def _end_processing(self, timeout: float | None) -> None:
-        """End this process's workers: stop fetching, hand back what no worker
-        started, let the workers finish (or cancel them after ``timeout``),
-        hand back what they did not finish."""
-        processing = self._processing
-        if processing is None:
-            return
-        local = processing.local
-        try:
-            processing.fetch_scope.cancel()
-            await processing.fetched_all.wait()
-            await self._fetcher.release(local._give_up_buffered(), processing)
-            await local.stop(timeout)
-            await self._fetcher.release(local.unprocessed, processing)
-        except BaseException:
-            # Cancelled half way (the caller of stop, or the block's exit): the
-            # local stop cancels the workers; hand back all they held now,
-            # rather than leave it pending here until claim_idle.
-            with CancelScope(shield=True):
-                await processing.fetched_all.wait()
-                await local.stop(0)
-                try:
-                    await self._fetcher.release(local.unprocessed, processing)
-                except TRANSIENT as exc:
-                    self._could_not_hand_back(exc)
-            raise
-        finally:
-            processing.heartbeat_scope.cancel()
-            if self._processing is processing:
-                self._processing = None
-
-    async def _ensure_group(self) -> None:
-        await ensure_group(self._calls.client, self._stream)
-
-    # -- checks --------------------------------------------------------------
-
-    def _check_running(self, operation: str) -> None:
-        if self._status is QueueStatus.PROCESSING:
-            return
-        if self._status is QueueStatus.IDLE:
-            fix = "call `await queue.start()` or use `async with queue:` first"
-        else:
-            fix = "a stopped queue takes no new work; `await queue.start()` reopens it"
-        raise QueueStateError(
-            f"cannot {operation}(): the queue is {self._status.value}; {fix}"
-        )
-
-    def _worker_count_for(self, num_workers: int | None) -> int:
-        count = check_optional_int("num_workers", num_workers, minimum=1)
-        if count is not None:
-            return count
-        return self._concurrency_limit or 1
