@@ -22,6 +22,8 @@ from sluicegate import (
     QueueStateError,
     QueueStatus,
     RateLimiter,
+    RetryAfter,
+    RetryPolicy,
     WorkQueue,
 )
 
@@ -443,6 +445,42 @@ async def test_capacity_refresh_time_limits_the_start_rate() -> None:
     for window in (0, 0.5, 1, 2, 4, 7):
         assert max_in_window(starts, window) <= 4 + 4 * window / 2 + 1e-9
     assert max(starts) == pytest.approx((20 - 4) * 2 / 4)
+
+
+async def test_after_a_retry_after_the_start_rate_resumes_at_its_rate() -> None:
+    """A RetryAfter holds the start rate, and its bucket is empty when the hold
+    ends: starts resume at queue_capacity per capacity_refresh_time, not in a
+    burst of queue_capacity."""
+    clock = FakeClock()
+    starts: list[float] = []
+
+    class Stamp(Event):
+        def __init__(self, pushback: float | None = None) -> None:
+            super().__init__()
+            self.pushback = pushback
+
+        async def invoke(self) -> None:
+            starts.append(clock.current_time())
+            if self.pushback is not None:
+                pushback, self.pushback = self.pushback, None
+                raise RetryAfter(pushback)
+
+    config = QueueConfig(
+        queue_capacity=4, capacity_refresh_time=2.0, concurrency_limit=8
+    )
+    executor = Executor(Stamp, config, retry=RetryPolicy(attempts=2), clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            await executor.batch_process([Stamp(3.0)] + [Stamp() for _ in range(9)])
+            tg.cancel_scope.cancel()
+    assert executor.metrics["completed"] == 10
+    assert starts[0] == 0  # the first raised at once: held until 3
+    after = sorted(starts[1:])
+    assert len(after) == 10
+    assert after[0] == pytest.approx(3.5)
+    for count, t in enumerate(after, 1):  # 2 per second from the hold's end
+        assert count <= 2 * (t - 3.0) + 1e-9, (count, t)
 
 
 async def test_executor_takes_a_token_from_a_shared_rate_limiter() -> None:

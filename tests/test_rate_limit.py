@@ -6,6 +6,8 @@ from the event loop's own clock, which on trio is a MockClock.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import itertools
 import math
 import random
@@ -13,8 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from anyio.abc import TaskStatus
+from books import assert_books
 from fake_clock import FakeClock, all_blocked, max_in_window
 from support import GUARD, take_at
 
@@ -81,7 +85,8 @@ def test_constructor_validates(
 
 def test_defaults() -> None:
     limiter = RateLimiter(10)
-    assert (limiter.rate, limiter.period, limiter.burst) == (10, 1.0, 10)
+    assert (limiter.rate, limiter.period, limiter.burst) == (10, 1.0, 1)
+    assert RateLimiter(10, clock=FakeClock()).available == 1, "a full bucket"
     assert RateLimiter(0.5, 1).burst == 1
     assert RateLimiter(3, 2, burst=7).burst == 7
     assert repr(RateLimiter(3, 2, burst=7)) == "RateLimiter(rate=3, period=2, burst=7)"
@@ -103,7 +108,7 @@ async def test_acquire_validates(
     tokens: Any, error: type[Exception], match: str
 ) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(4, clock=clock)
+    limiter = RateLimiter(4, burst=4, clock=clock)
     with pytest.raises(error, match=match):
         await limiter.acquire(tokens)
     assert limiter.available == 4
@@ -583,14 +588,14 @@ def test_settings_are_validated_like_the_constructor(
     assert (limiter.rate, limiter.period, limiter.burst) == (4, 2, 3)
 
 
-def test_a_default_burst_follows_the_rate_a_set_one_stays() -> None:
+def test_the_default_burst_stays_one_whatever_the_rate() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10, clock=clock)
     limiter.rate = 4
-    assert (limiter.rate, limiter.burst) == (4, 4)
+    assert (limiter.rate, limiter.burst) == (4, 1)
     limiter.rate = 0.5
-    assert limiter.burst == 1, "never below 1"
-    limiter.period = 3  # burst is rate per period, the period does not move it
+    assert limiter.burst == 1
+    limiter.period = 3
     assert (limiter.rate, limiter.period, limiter.burst) == (0.5, 3, 1)
     limiter.burst = 2
     limiter.rate = 8
@@ -764,7 +769,7 @@ async def test_a_hold_refuses_nowait_and_take_and_acquire_waits_for_its_end() ->
     limiter = RateLimiter(5, burst=2, clock=clock)
     limiter.hold(1.5)
     assert limiter.held_until == 1.5
-    assert limiter.available == 2, "the bucket is left as it was"
+    assert limiter.available == 0, "the hold empties the bucket"
     with pytest.raises(anyio.WouldBlock):
         limiter.acquire_nowait()
     assert not take_at(limiter, 1.4, 1)
@@ -776,8 +781,8 @@ async def test_a_hold_refuses_nowait_and_take_and_acquire_waits_for_its_end() ->
             await clock.sleep_until(2.0)
             tg.cancel_scope.cancel()
     assert limiter.held_until is None
-    # At the end of the hold the full bucket goes at once, then the rate.
-    assert returned == pytest.approx([1.5, 1.5, 1.7, 1.9])
+    # The bucket refills from the end of the hold: the rate, no burst.
+    assert returned == pytest.approx([1.7, 1.9])
 
 
 async def test_a_hold_delays_every_waiter_and_newcomer_including_the_head() -> None:
@@ -810,9 +815,9 @@ async def test_a_hold_delays_every_waiter_and_newcomer_including_the_head() -> N
             await clock.sleep_until(1.5)
             tg.cancel_scope.cancel()
     assert gave_up == [True]
-    assert min(returned) == pytest.approx(1.05)
-    # The bucket refilled during the hold: burst at its end, then the rate.
-    assert returned == pytest.approx([1.05, 1.05, 1.15, 1.25, 1.35, 1.45])
+    # The bucket refills from the end of the hold: the rate, no burst.
+    assert min(returned) == pytest.approx(1.15)
+    assert returned == pytest.approx([1.15, 1.25, 1.35, 1.45])
     for window in (0, 0.1, 0.25, 0.4):
         assert max_in_window(returned, window) <= 2 + 10 * window + 1e-9
 
@@ -834,9 +839,10 @@ async def test_a_later_hold_extends_an_earlier_one_does_not_shorten() -> None:
             assert limiter.held_until == 2.5
             limiter.hold_until(2)
             assert limiter.held_until == 2.5
-            await clock.sleep_until(4.0)
+            await clock.sleep_until(5.0)
             tg.cancel_scope.cancel()
-    assert returned == pytest.approx([2.5, 3.5])
+    # A token's time after the end of the (extended) hold, then the rate.
+    assert returned == pytest.approx([3.5, 4.5])
 
 
 async def test_a_hold_on_a_shared_limiter_holds_both_work_queues() -> None:
@@ -873,7 +879,8 @@ async def test_a_hold_on_a_shared_limiter_holds_both_work_queues() -> None:
     assert not [t for t in times if hold < t < hold + 3], starts
     resumed = {name for name, t in starts if t >= hold + 3}
     assert resumed == {"a", "b"}
-    assert min(t for t in times if t > hold) == pytest.approx(hold + 3)
+    # At the rate from the end of the hold (a token every 0.25 s), no burst.
+    assert min(t for t in times if t > hold) == pytest.approx(hold + 3.25)
     for window in (0, 0.25, 1, 2, 5):
         assert max_in_window(times, window) <= 2 + 4 * window + 1e-9, window
 
@@ -886,11 +893,13 @@ async def test_a_hold_on_the_event_loop_clock() -> None:
     assert held_until is not None
     assert held_until == pytest.approx(started + 0.01, abs=0.005)
     await limiter.acquire()
-    # On the limiter's clock (uvloop's own time() lags it by up to a millisecond).
-    assert AnyIOClock().current_time() >= held_until
+    # On the limiter's clock (uvloop's own time() lags it by up to a
+    # millisecond): a token's time after the end of the hold, which emptied
+    # the bucket.
+    assert AnyIOClock().current_time() >= held_until + 0.001 - 1e-9
     assert limiter.held_until is None
     limiter.configure(rate=500, burst=2)
-    assert limiter.available == pytest.approx(2)
+    assert 0 <= limiter.available <= 2
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -965,6 +974,257 @@ async def test_async_with_a_limiter_takes_one_token() -> None:
             tg.cancel_scope.cancel()
     # Two at once (the burst), then one every half second.
     assert times == [0.0, 0.0, 0.5, 1.0]
+
+
+# -- "n per second" means n in any second; a hold ends at the rate --------------
+
+
+def most_in_half_open(times: list[float], period: float) -> int:
+    """The most timestamps in any half-open window [s, s + period)."""
+    ordered = sorted(times)
+    # A busiest window can always start at a timestamp.
+    return max(
+        (bisect.bisect_left(ordered, t + period) - i for i, t in enumerate(ordered)),
+        default=0,
+    )
+
+
+def assert_at_the_rate_from(
+    times: list[float], start: float, per_second: float
+) -> None:
+    """In [start, start + t], at most ``per_second * t`` timestamps, for every t:
+    what a bucket empty at ``start`` grants."""
+    after = sorted(t for t in times if t >= start)
+    for count, t in enumerate(after, 1):
+        assert count <= per_second * (t - start) + 1e-6, (start, t, count)
+
+
+async def drive(
+    limiter: RateLimiter,
+    clock: FakeClock,
+    rng: random.Random,
+    episodes: int,
+    holds: list[tuple[float, float]] | None = None,
+) -> list[float]:
+    """Random traffic: rushes of many callers at once (some with
+    `acquire_nowait`), trickles, idle gaps, stalls (the clock jumps ahead while
+    waiters wait) and, if ``holds`` is given, holds (recorded there as (start,
+    end)). Returns the times the tokens were granted, once all are."""
+    granted: list[float] = []
+    per_second = limiter.rate / limiter.period
+
+    async def caller() -> None:
+        await limiter.acquire()
+        granted.append(clock.current_time())
+
+    def arrive(callers: anyio.abc.TaskGroup) -> None:
+        if rng.random() < 0.2:
+            with contextlib.suppress(anyio.WouldBlock):
+                limiter.acquire_nowait()
+                granted.append(clock.current_time())
+        else:
+            callers.start_soon(caller)
+
+    kinds = ["rush", "trickle", "idle", "stall"] + ["hold"] * (holds is not None)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as callers:
+                for _ in range(episodes):
+                    kind = rng.choice(kinds)
+                    now = clock.current_time()
+                    if kind == "rush":
+                        for _ in range(rng.randint(1, min(60, 2 * int(per_second)))):
+                            arrive(callers)
+                    elif kind == "trickle":
+                        for _ in range(rng.randint(1, 20)):
+                            now += rng.expovariate(2 * per_second)
+                            await clock.sleep_until(now)
+                            arrive(callers)
+                    elif kind == "idle":
+                        await clock.sleep_until(now + rng.uniform(0, 3 / per_second))
+                    elif kind == "stall":  # nobody runs while the clock moves
+                        clock.advance(rng.uniform(0, 2 * limiter.period))
+                    else:
+                        assert holds is not None
+                        seconds = rng.uniform(0, 2 * limiter.period)
+                        limiter.hold(seconds)
+                        holds.append((now, now + seconds))
+            tg.cancel_scope.cancel()
+    return granted
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("rate", "period"), [(5, 1), (50, 1), (3, 0.5), (7, 2)])
+async def test_by_default_n_per_period_means_n_in_every_window_of_period(
+    rate: float, period: float, seed: int
+) -> None:
+    """``RateLimiter(n, period)`` grants at most n in every half-open window of
+    ``period`` seconds, from the first call on: after idle gaps, under rushes
+    of waiters, and after stalls."""
+    rng = random.Random(seed)
+    clock = FakeClock(rng.uniform(0, 1000))
+    limiter = RateLimiter(rate, period, clock=clock)
+    granted = await drive(limiter, clock, rng, episodes=40)
+    assert len(granted) > 40
+    assert most_in_half_open(granted, period) <= rate
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("burst", [None, 20])
+async def test_after_every_hold_grants_resume_at_the_rate(
+    burst: float | None, seed: int
+) -> None:
+    """Holds at random among rushes, trickles, idle gaps and stalls: nothing is
+    granted while held; from the end of each hold, at most ``rate * t /
+    period`` grants in the t seconds after it, whatever the burst; and the
+    bound of the settings holds throughout."""
+    rng = random.Random(seed)
+    clock = FakeClock(rng.uniform(0, 1000))
+    limiter = RateLimiter(10, burst=burst, clock=clock)
+    holds: list[tuple[float, float]] = []
+    granted = await drive(limiter, clock, rng, episodes=60, holds=holds)
+    assert len(granted) > 60
+    assert holds
+    for start, end in holds:
+        assert not [t for t in granted if start < t < end], (start, end)
+        assert_at_the_rate_from(granted, end, 10)
+    if burst is None:
+        assert most_in_half_open(granted, 1) <= 10
+    for window in (0, 0.05, 0.5, 1, 3):
+        assert max_in_window(granted, window) <= 20 + 10 * window + 1e-9, window
+
+
+@pytest.mark.parametrize("burst", [1, 20])
+@pytest.mark.parametrize("when", ["idle", "waiting", "stalled"])
+async def test_a_hold_ends_with_an_empty_bucket(burst: float, when: str) -> None:
+    """Whether the bucket was full (nobody called for long), callers were
+    waiting, or the event loop stalls past the hold's end: the first grant
+    after a hold ending at h comes one token's time after h, and in [h, h + t]
+    at most 10 * t are granted."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=burst, clock=clock)
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            if when == "idle":
+                await clock.sleep_until(5.0)  # the bucket is full
+                limiter.hold(1)
+                assert limiter.available == 0
+                await clock.sleep_until(6.0)
+                with pytest.raises(anyio.WouldBlock):
+                    limiter.acquire_nowait()
+            for _ in range(30):
+                tg.start_soon(take_forever, limiter, clock, returned)
+            if when != "idle":
+                await clock.sleep_until(0.35)
+                limiter.hold(1)
+            if when == "stalled":
+                await clock.sleep_until(1.0)
+                clock.advance(1.0)  # to 2.0, 0.65 s past the end of the hold
+            await clock.sleep_until(9.0)
+            tg.cancel_scope.cancel()
+    end = 6.0 if when == "idle" else 1.35
+    after = [t for t in returned if t >= end]
+    assert after
+    assert not [t for t in returned if end - 1 < t < end]
+    assert_at_the_rate_from(returned, end, 10)
+    if when == "stalled":
+        # The bucket refilled from the hold's end (6.5 tokens by 2.0), not from
+        # its start, and up to the burst.
+        expected = [2.0, 2.1, 2.2] if burst == 1 else [2.0] * 6 + [2.05, 2.15]
+        assert after[: len(expected)] == pytest.approx(expected)
+    else:
+        assert after[:3] == pytest.approx([end + 0.1, end + 0.2, end + 0.3])
+
+
+async def test_a_hold_while_the_head_sleeps_wakes_it_to_its_new_time() -> None:
+    """The head sleeps until its token is due at t=1; a hold from 0.5 to 1.5
+    empties the bucket, so the token is due one second after the hold ends."""
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock)
+    await limiter.acquire()  # the only token, at t=0
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(0.5)
+            limiter.hold(1)
+            await clock.sleep_until(4.0)
+            tg.cancel_scope.cancel()
+    assert returned == pytest.approx([2.5, 3.5])
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"rate": 2, "burst": 2}, [1.5, 2.0, 2.5]),  # slower, from the hold's end
+        ({"rate": 100}, [1.01, 1.02, 1.03]),  # faster: the head is woken
+    ],
+)
+async def test_configure_during_a_hold_refills_at_the_new_rate_from_its_end(
+    settings: dict[str, float], expected: list[float]
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=5, clock=clock)
+    limiter.hold(1)  # a fresh, full bucket: emptied for the hold's end
+    returned: list[float] = []
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            tg.start_soon(take_forever, limiter, clock, returned)
+            await clock.sleep_until(0.5)  # the head sleeps until 1.1
+            limiter.configure(**settings)
+            assert limiter.held_until == 1
+            assert limiter.available == 0
+            await clock.sleep_until(expected[-1] + 0.001)
+            tg.cancel_scope.cancel()
+    assert returned == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_two_work_queues_keep_the_window_across_retry_after_holds(
+    seed: int,
+) -> None:
+    """Two WorkQueues share a default RateLimiter(4); workers of both raise
+    RetryAfter now and then. Every one-second window holds at most 4 starts,
+    nothing starts while held, and after each hold starts resume at the rate."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock)
+    starts: list[float] = []
+    holds: list[tuple[float, float]] = []
+
+    async def work(item: int) -> None:
+        now = clock.current_time()
+        starts.append(now)
+        if rng.random() < 0.08:
+            seconds = rng.uniform(0.1, 2)
+            holds.append((now, now + seconds))
+            raise RetryAfter(seconds)
+        await clock.sleep_until(now + rng.uniform(0, 0.5))
+
+    policy = RetryPolicy(attempts=3)
+    first = WorkQueue[int](rate_limiter=limiter, retry=policy, clock=clock)
+    second = WorkQueue[int](rate_limiter=limiter, retry=policy, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            async with anyio.create_task_group() as batches:
+                batches.start_soon(first.batch_process, range(40), work, 5)
+                batches.start_soon(second.batch_process, range(40), work, 3)
+            tg.cancel_scope.cancel()
+    assert holds
+    assert len(starts) >= 80 + len(holds) - 2  # every call, retries included
+    for queue in (first, second):
+        assert_books(queue)
+        assert queue.metrics["processed"] == 40
+    assert most_in_half_open(starts, 1) <= 4
+    for start, end in holds:
+        assert not [t for t in starts if start < t < end], (start, end)
+        assert_at_the_rate_from(starts, end, 4)
 
 
 # -- RateLimiterProtocol: any limiter object ------------------------------------------

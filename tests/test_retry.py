@@ -252,7 +252,8 @@ async def test_retry_after_waits_its_seconds_and_holds_a_shared_limiter() -> Non
             await done[0].wait()
             await done[1].wait()
             tg.cancel_scope.cancel()
-    assert sorted(t for _, _, t in starts[1:]) == [5.0, 5.0, 5.0]
+    # From the end of the hold at the rate (100/s): the bucket is empty then.
+    assert sorted(t for _, _, t in starts[1:]) == pytest.approx([5.01, 5.02, 5.03])
     assert first.metrics["retries"] == 1
 
 
@@ -589,7 +590,9 @@ async def test_executor_retry_after_holds_its_limiter() -> None:
             clock=clock,
         )
         await executor.batch_process(events)
-        assert clock.current_time() == 4.0
+        # Both calls held until 4 (the first took the only token at 0), then a
+        # token each millisecond: the bucket is empty when the hold ends.
+        assert clock.current_time() == pytest.approx(4.002)
     assert [e.execution.status for e in events] == [ExecutionStatus.COMPLETED] * 2
     assert events[0].execution.attempts == 2
 
@@ -713,4 +716,7 @@ async def test_item_timeout_starts_once_the_token_is_taken() -> None:
         )
         await queue.batch_process(range(4), work, num_workers=4)
     assert queue.errors_by_type == {}
-    assert sorted(t for _, t in calls[1:]) == [10.0] * 4  # held, never timed out
+    # Held, never timed out; then at the rate, from the end of the hold.
+    assert sorted(t for _, t in calls[1:]) == pytest.approx(
+        [10.01, 10.02, 10.03, 10.04]
+    )

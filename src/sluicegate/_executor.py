@@ -113,10 +113,12 @@ class Executor(Scoped, Generic[E]):
         self._rate_limiter = check_rate_limiter(rate_limiter)
         self._logger = logger if logger is not None else logging.getLogger("sluicegate")
         refresh = queue_config.capacity_refresh_time
+        capacity = queue_config.queue_capacity
+        # Up to queue_capacity starts at once, then queue_capacity per refresh.
         self._start_rate = (
             None
             if refresh is None
-            else RateLimiter(queue_config.queue_capacity, refresh, clock=clock)
+            else RateLimiter(capacity, refresh, burst=capacity, clock=clock)
         )
         history = check_optional_int("history", history, minimum=0)
         self._clock = clock

@@ -81,6 +81,18 @@ class HeadOfLine:
 class RateLimiter(HeadOfLine):
     """A token bucket: ``rate`` tokens per ``period`` seconds, ``burst`` at most.
 
+    With the default burst of 1 it grants at most ``rate`` tokens in every
+    window of ``period`` seconds (``RateLimiter(50)``: at most 50 in any one
+    second), from the first call on; with ``burst=b``, at most
+    ``b + rate * t / period`` in every window of t seconds.
+
+    The price of a burst of 1: every grant waits for its own token, so time
+    lost to a timer that wakes late (about a millisecond on asyncio and uvloop,
+    whose timers count whole milliseconds) is never caught up, and a busy
+    limiter grants a little less than its rate. Above a few hundred calls per
+    second, pass a burst (say ``burst=rate / 100``, 10 ms worth) to keep the
+    full rate, at the price of the exact window.
+
     The bucket starts full and refills continuously. `acquire` takes tokens at
     once when nobody waits and the bucket has them. Otherwise the caller joins a
     line served in arrival order (FIFO): only the task at the head sleeps, until
@@ -90,12 +102,11 @@ class RateLimiter(HeadOfLine):
     leaves it: nothing was reserved for it, nothing is wasted, and the waiters
     behind it move up.
 
-    Tokens leave the bucket at the moment `acquire` returns, so in any window of
-    t seconds at most ``burst + rate * t / period`` tokens are granted, counted
-    on the times `acquire` returns, however many tasks wait and however late the
-    event loop runs them. After a stall (blocking work, a GC pause) the bucket
-    holds at most ``burst`` tokens: that many are granted at once, and the
-    waiters after them follow at the rate.
+    Tokens leave the bucket at the moment `acquire` returns, so the bound is
+    counted on the times `acquire` returns, however many tasks wait and however
+    late the event loop runs them. After a stall (blocking work, a GC pause) the
+    bucket holds at most ``burst`` tokens: that many are granted at once, and
+    the waiters after them follow at the rate.
 
     The settings may change while the limiter runs (`rate`, `period` and `burst`
     are settable; `configure` sets several at once), say from a server's
@@ -109,9 +120,8 @@ class RateLimiter(HeadOfLine):
     Args:
         rate: Tokens added per ``period``; a number > 0.
         period: Seconds over which ``rate`` tokens are added; a number > 0.
-        burst: The bucket's size: the most tokens granted at once. At least 1.
-            By default ``rate`` (or 1 if rate is below 1), and it then follows
-            `rate` when that changes, until a burst is set.
+        burst: The bucket's size: the most tokens granted at once; a number
+            >= 1. None (the default) is 1.
         clock: Where to read the time and sleep; the event loop's by default.
 
     Raises:
@@ -129,16 +139,17 @@ class RateLimiter(HeadOfLine):
     ) -> None:
         self._rate = _positive_finite("rate", rate)
         self._period = _positive_finite("period", period)
-        self._burst_follows_rate = burst is None
-        self._burst = _burst_for(self._rate) if burst is None else _check_burst(burst)
+        self._burst = 1.0 if burst is None else _check_burst(burst)
         self._per_second = self._rate / self._period
         self._clock: Clock = check_clock(clock)
         self._tokens = self._burst
+        # The time the bucket held `_tokens`: its last refill, or the end of a
+        # hold (it refills from then on); None until first used.
         self._updated: float | None = None
         # No grant before this time on the limiter's clock (hold_until).
         self._held_until = -math.inf
-        # Counts changes of the settings: the head recomputes its deadline then
-        # (woken, it sleeps again to its new deadline).
+        # Counts changes of the settings and holds: the head recomputes its
+        # deadline then (woken, it sleeps again to its new deadline).
         self._version = 0
         super().__init__()
 
@@ -183,11 +194,11 @@ class RateLimiter(HeadOfLine):
         empties it down to the new burst: in any window of t seconds that starts
         at the change or later, at most ``burst + rate * t / period`` tokens
         (the new settings) are granted. Raising burst adds no tokens; the bucket
-        fills up to it at the rate. A task sleeping at the head of the line
-        wakes at the time the new settings give, earlier or later. A burst
-        never set (the default) follows a new rate: ``max(rate, 1)``. Setting
-        the values already in force changes nothing, so it is cheap to call on
-        every response.
+        fills up to it at the rate. During a hold the bucket stays empty and
+        refills at the new rate from the hold's end. A task sleeping at the
+        head of the line wakes at the time the new settings give, earlier or
+        later. Setting the values already in force changes nothing, so it is
+        cheap to call on every response.
 
         A waiter that asked for more tokens than a lowered burst gets the
         ValueError of `acquire` when its turn comes.
@@ -202,14 +213,7 @@ class RateLimiter(HeadOfLine):
         new_period = (
             self._period if period is None else _positive_finite("period", period)
         )
-        follows_rate = self._burst_follows_rate and burst is None
-        if burst is not None:
-            new_burst = _check_burst(burst)
-        elif follows_rate:
-            new_burst = _burst_for(new_rate)
-        else:
-            new_burst = self._burst
-        self._burst_follows_rate = follows_rate
+        new_burst = self._burst if burst is None else _check_burst(burst)
         if (new_rate, new_period, new_burst) == (self._rate, self._period, self._burst):
             return
         if self._updated is None:
@@ -233,13 +237,19 @@ class RateLimiter(HeadOfLine):
         A later deadline extends the hold; an earlier one (or one in the past)
         changes nothing.
 
+        The hold empties the bucket, and it refills only from ``deadline`` on:
+        grants resume at the rate, not in a burst. In the t seconds after the
+        hold ends at most ``rate * t / period`` tokens are granted, whatever
+        the burst, and ``burst + rate * t / period`` stays the bound for every
+        window, including windows across the hold's start.
+
         While held, `acquire_nowait` raises WouldBlock and `acquire` waits in
-        line; the head sleeps until the hold ends or until the bucket has its
-        tokens, whichever is later. The bucket keeps refilling during the hold,
-        up to `burst`, as it always does; a hold only withholds grants. So when
-        the hold ends at most `burst` tokens are granted at once and the rest
-        follow at the rate, and ``burst + rate * t / period`` stays the bound
-        for every window, including windows across the hold.
+        line; the head sleeps until the bucket, refilled from the hold's end,
+        has its tokens (a task already asleep there is woken to sleep on to
+        that time).
+
+        Reads the clock, so (with the default clock) call it inside the event
+        loop.
 
         Raises:
             TypeError: deadline is not a number.
@@ -252,22 +262,36 @@ class RateLimiter(HeadOfLine):
             )
         if not math.isfinite(deadline):
             raise ValueError(f"deadline must be a finite number, got {deadline!r}")
-        # The head, if asleep, wakes at its old deadline and sleeps on: a hold
-        # only ever moves the deadline later, so it need not be woken now.
-        self._held_until = max(self._held_until, float(deadline))
+        if deadline > self._held_until:
+            self._hold(self._clock.current_time(), float(deadline))
 
     def hold(self, seconds: float) -> None:
         """Grant nothing for the next ``seconds``: `hold_until` now + seconds.
 
-        ``hold(0)`` changes nothing. Reads the clock, so (with the default
-        clock) call it inside the event loop.
+        The bucket is empty when the hold ends: grants resume at the rate (see
+        `hold_until`). ``hold(0)`` changes nothing. Reads the clock, so (with
+        the default clock) call it inside the event loop.
 
         Raises:
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
         if _check_hold(seconds):
-            self.hold_until(self._clock.current_time() + seconds)
+            now = self._clock.current_time()
+            self._hold(now, now + seconds)
+
+    def _hold(self, now: float, deadline: float) -> None:
+        """Hold from ``now`` until ``deadline``, with the bucket empty then."""
+        if deadline <= max(now, self._held_until):
+            return
+        # What was granted stays granted; the tokens left are dropped, and the
+        # bucket refills from the deadline on (`_refill` keeps it so).
+        self._refill(now)
+        self._held_until = self._updated = deadline
+        self._tokens = 0.0
+        # The head, if asleep, sleeps on to its new time.
+        self._version += 1
+        self._wake_the_head()
 
     @property
     def held_until(self) -> float | None:
@@ -282,14 +306,14 @@ class RateLimiter(HeadOfLine):
 
     @property
     def available(self) -> float:
-        """Tokens in the bucket now: from 0 to `burst`.
+        """Tokens in the bucket now: from 0 to `burst` (0 while held).
 
         While tasks wait, or the limiter is held, these are not free for the
         taking: the head of the line takes them when it wakes. Reads the clock,
         so (with the default clock) read it inside the event loop.
         """
         self._refill(self._clock.current_time())
-        return self._tokens
+        return max(0.0, self._tokens)  # (a rounding's debt is no token)
 
     def acquire_nowait(self, tokens: float = 1) -> None:
         """Take ``tokens`` if nobody waits and the bucket has them, without yielding.
@@ -316,7 +340,8 @@ class RateLimiter(HeadOfLine):
         held and the bucket has them; else False."""
         if self._has_head or now < self._held_until:
             return False
-        # `_refill`, written out: this runs once per call on the hot path.
+        # `_refill`, written out: this runs once per call on the hot path. Past
+        # the hold, `_updated` is at most now: the refill counts from its end.
         have = self._tokens
         updated = self._updated
         if updated is not None and now > updated:
@@ -364,15 +389,16 @@ class RateLimiter(HeadOfLine):
         version = -1
         due = now
         while True:
-            self._refill(now)
+            refills_from = self._refill(now)
             if version != self._version:
                 # Nobody else takes from the bucket while a head exists, so the
                 # time the bucket has our tokens stays right until the settings
-                # change (holds leave the bucket alone).
+                # change or a hold empties it.
                 version = self._version
                 if tokens > self._burst:
                     _check_tokens(tokens, self._burst)
-                due = now + max(0.0, tokens - self._tokens) / self._per_second
+                deficit = max(0.0, tokens - self._tokens)
+                due = refills_from + deficit / self._per_second
             deadline = max(due, self._held_until)
             # Timers may fire a little early (uvloop's count whole milliseconds):
             # the tokens are taken only once the clock has reached the deadline.
@@ -382,16 +408,24 @@ class RateLimiter(HeadOfLine):
             now = clock.current_time()
         # Refilled at the time we actually woke, however late: a late wake finds
         # at most a full bucket, so a stall cannot release more. At the deadline
-        # the refill has paid for the tokens, but for rounding.
-        self._tokens = max(0.0, self._tokens - tokens)
+        # the refill has paid for the tokens, but for rounding: a shortfall of
+        # an ulp stays owed (the next due time pays it), else it would add up,
+        # grant after grant, and one window of `period` could hold rate + 1.
+        self._tokens -= tokens
 
-    def _refill(self, now: float) -> None:
+    def _refill(self, now: float) -> float:
+        """Bring the bucket up to ``now``; return the time it refills from:
+        ``now``, or the end of the hold in force."""
         updated = self._updated
         if updated is not None and now > updated:
             refill = (now - updated) * self._per_second
             self._tokens = min(self._burst, self._tokens + refill)
+        elif updated is not None and now < self._held_until:
+            # Held: the bucket stays empty until the hold ends, at `_updated`.
+            return updated
         # A clock that went back is another event loop's: count from its now.
         self._updated = now
+        return now
 
     def __repr__(self) -> str:
         return (
@@ -436,8 +470,3 @@ def _check_burst(burst: object) -> float:
     if value < 1:
         raise ValueError(f"burst must be at least 1, got {burst!r}")
     return value
-
-
-def _burst_for(rate: float) -> float:
-    """The default burst: ``rate``, or 1 if rate is below 1."""
-    return max(rate, 1.0)

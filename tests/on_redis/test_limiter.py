@@ -8,6 +8,7 @@ short: rates of a few hundred tokens a second for about a second.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import itertools
 import json
@@ -157,11 +158,12 @@ def test_settings_are_readable_and_shown() -> None:
         "api",
         10,
         2,
-        10,
+        1,
     )
     assert limiter.client is client
-    assert repr(limiter) == "RedisRateLimiter(key='api', rate=10, period=2, burst=10)"
+    assert repr(limiter) == "RedisRateLimiter(key='api', rate=10, period=2, burst=1)"
     assert RedisRateLimiter(client, "api", 0.5).burst == 1
+    assert RedisRateLimiter(client, "api", 10, burst=4).burst == 4
 
 
 async def test_bad_tokens_and_holds(redis_url: str, key: str) -> None:
@@ -345,9 +347,10 @@ async def test_a_hold_stops_every_user_of_the_key(redis_url: str, key: str) -> N
         here.hold(0.2)
         granted, wait, _ = await here._call("take", 1)  # sends the hold
         assert not granted
-        assert 0.19e6 < wait <= 0.2e6
+        # The hold, then a token's time (1 ms): the bucket is empty at its end.
+        assert 0.191e6 < wait <= 0.201e6
         with anyio.fail_after(5):
-            assert await elsewhere._acquire() >= before + 0.2
+            assert await elsewhere._acquire() >= before + 0.201
 
 
 async def test_a_hold_wakes_the_head_to_send_it(
@@ -372,6 +375,111 @@ async def test_a_hold_wakes_the_head_to_send_it(
                 assert not granted
                 assert wait > 0.9e6
                 tg.cancel_scope.cancel()
+
+
+# "n per second" means n in any second; a hold ends at the rate
+
+
+def micros(times: list[float]) -> list[int]:
+    """Grant times as the server's whole microseconds (what the script returns)."""
+    return sorted(round(t * 1_000_000) for t in times)
+
+
+def most_in_half_open(times: list[int], period: int) -> int:
+    """The most timestamps in any half-open window [s, s + period)."""
+    return max(
+        (bisect.bisect_left(times, t + period) - i for i, t in enumerate(times)),
+        default=0,
+    )
+
+
+async def test_by_default_n_per_period_means_n_in_every_window_of_period(
+    redis_url: str, key: str
+) -> None:
+    """``RedisRateLimiter(client, key, 20, 0.1)``: at most 20 grants in every
+    window of 0.1 s, from the first call on, through rushes of waiters in two
+    limiters on the key, idle gaps and a trickle."""
+    rng = random.Random(4)
+    times: list[float] = []
+    async with connect(redis_url) as client:
+        here = RedisRateLimiter(client, key, 20, 0.1)
+        elsewhere = RedisRateLimiter(client, key, 20, 0.1)  # another process, say
+        assert here.burst == 1
+
+        async def trickle(limiter: RedisRateLimiter, end: float) -> None:
+            while (granted := await limiter._acquire()) <= end:
+                times.append(granted)
+                await anyio.sleep(rng.uniform(0, 0.02))
+
+        with anyio.fail_after(10):
+            for phase in ("rush", "idle", "trickle", "rush"):
+                end = await server_time(client) + 0.15
+                if phase == "idle":
+                    await anyio.sleep(0.15)
+                    continue
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        limiter = (here, elsewhere)[i % 2]
+                        if phase == "rush":
+                            tg.start_soon(take_until, limiter, end, times)
+                        else:
+                            tg.start_soon(trickle, limiter, end)
+    assert len(times) > 20
+    assert most_in_half_open(micros(times), 100_000) <= 20
+
+
+@pytest.mark.parametrize("burst", [None, 20])
+async def test_after_a_hold_grants_resume_at_the_rate(
+    redis_url: str, key: str, burst: float | None
+) -> None:
+    """A hold sent while callers of two limiters on the key wait: from its end
+    h on the server's clock, at most ``rate * t`` grants in [h, h + t], for
+    every t, whatever the burst."""
+    rate = 200.0
+    times: list[float] = []
+    async with connect(redis_url) as client:
+        here = RedisRateLimiter(client, key, rate, burst=burst)
+        elsewhere = RedisRateLimiter(client, key, rate, burst=burst)
+        end = await server_time(client) + 0.5
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(take_until, here, end, times)
+                    tg.start_soon(take_until, elsewhere, end, times)
+                await anyio.sleep(0.1)
+                here.hold(0.1)
+        held = await client.hget(f"{{{key}}}:state", "held")
+    assert held is not None
+    h = int(float(held))
+    granted = micros(times)
+    after = [t for t in granted if t >= h]
+    assert len(after) > 20
+    assert not [t for t in granted if h - 50_000 < t < h]
+    for count, t in enumerate(after, 1):
+        assert count <= rate * (t - h) / 1e6 + 1e-6, (count, t - h)
+
+
+async def test_a_token_given_back_during_a_hold_leaves_its_end_empty(
+    redis_url: str, key: str, spy: ScriptSpy
+) -> None:
+    """A grant cancelled on its way back is given back in the call that also
+    sends a hold: the bucket is still empty at the end of the hold."""
+    async with connect(redis_url) as client:
+        limiter = RedisRateLimiter(client, key, 2)  # a token every 0.5 s
+        other = RedisRateLimiter(client, key, 2)
+
+        def cancel_and_hold() -> None:
+            spy.after_call = lambda: None
+            scope.cancel()
+            limiter.hold(0.3)  # sent with the call that gives the token back
+
+        with anyio.fail_after(5), anyio.CancelScope() as scope:
+            spy.after_call = cancel_and_hold
+            await limiter.acquire()
+        assert limiter._calls == 2  # take, then give back (and hold)
+        granted, wait, _ = await other._call("take", 1)
+        assert not granted
+        assert wait > 0.75e6  # 0.3 s of hold, then a token's 0.5 s
 
 
 # coredis: cancellation, lost connections, NOSCRIPT, replies

@@ -15,7 +15,6 @@ from coredis.exceptions import InvalidResponse
 from sluicegate._clock import AnyIOClock
 from sluicegate._rate_limit import (
     HeadOfLine,
-    _burst_for,
     _check_burst,
     _check_hold,
     _check_tokens,
@@ -43,10 +42,15 @@ class RedisRateLimiter(HeadOfLine):
     """`RateLimiter`'s token bucket, shared through Redis by everyone using ``key``.
 
     Every `RedisRateLimiter` on the same Redis (or Redis Cluster) and the same
-    ``key``, in any process on any host, takes tokens from one bucket: in any
-    window of t seconds at most ``burst + rate * t / period`` tokens are
-    granted, counted on the Redis server's clock, so the hosts' clocks need
-    not agree. Give every user of a key the same rate, period and burst.
+    ``key``, in any process on any host, takes tokens from one bucket: with
+    the default burst of 1, at most ``rate`` tokens are granted in every
+    window of ``period`` seconds from the first call on, and with
+    ``burst=b`` at most ``b + rate * t / period`` in every window of t
+    seconds, counted on the Redis server's clock, so the hosts' clocks need
+    not agree. Give every user of a key the same rate, period and burst. As
+    with `RateLimiter`, a burst of 1 makes every grant wait for its own token
+    (here a round trip to Redis too); at high rates pass a burst to keep the
+    full rate, at the price of the exact window.
 
     Each attempt to take tokens is one atomic Lua script (GCRA) that reads the
     server's time and either takes the tokens or says how long until they will
@@ -79,8 +83,8 @@ class RedisRateLimiter(HeadOfLine):
         key: The name all users of this bucket share; a non-empty str.
         rate: Tokens added per ``period``; a number > 0.
         period: Seconds over which ``rate`` tokens are added; a number > 0.
-        burst: The bucket's size: the most tokens granted at once. At least 1;
-            by default ``rate`` (or 1 if rate is below 1).
+        burst: The bucket's size: the most tokens granted at once; a number
+            >= 1. None (the default) is 1.
         timeout: The longest one call to Redis may take (connecting and
             coredis's retries included) before `acquire` raises TimeoutError.
 
@@ -187,8 +191,9 @@ class RedisRateLimiter(HeadOfLine):
         else with the next `acquire`. The server then grants nothing to
         anyone until its own clock has passed the time of that call plus what
         was left of the hold. A later end extends a hold; an earlier one
-        changes nothing. As with `RateLimiter`, the bucket keeps filling
-        during a hold, so at most `burst` tokens are granted when it ends.
+        changes nothing. As with `RateLimiter`, the hold empties the shared
+        bucket, which refills only from the hold's end: in the t seconds after
+        it at most ``rate * t / period`` tokens are granted, whatever the burst.
 
         ``hold(0)`` changes nothing. Reads the clock, so call it inside the
         event loop.
@@ -301,7 +306,7 @@ def _check_settings(
     """(rate, period, burst) checked as `RateLimiter` checks them."""
     checked_rate = _positive_finite("rate", rate)
     checked_period = _positive_finite("period", period)
-    checked_burst = _burst_for(checked_rate) if burst is None else _check_burst(burst)
+    checked_burst = 1.0 if burst is None else _check_burst(burst)
     return checked_rate, checked_period, checked_burst
 
 

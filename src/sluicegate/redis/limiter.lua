@@ -9,7 +9,8 @@
 --          token), burst, hold (microseconds from now to hold for; 0: none)
 --
 -- Times are whole microseconds on the server's clock (TIME). The bucket is full
--- when tat <= now; it holds burst - (tat - now) / interval tokens otherwise.
+-- when tat <= now; it holds burst - (tat - now) / interval tokens otherwise. A
+-- hold until `held` leaves it empty then: tat >= held + burst * interval.
 -- tat moves by whole microseconds, rounded up: at today's epoch a double holds
 -- microseconds only to a quarter, and adding a fractional interval to it would
 -- round the same way at every grant, so that tat fell behind (and the bound was
@@ -58,17 +59,29 @@ local function save(new_tat)
              CALL_RECORD_MS)
 end
 
+-- The earliest tat may go back to: now (a full bucket), or while held, the
+-- hold's end plus a full bucket's worth (empty at the end of the hold).
+local least = now
+if held > now then
+  least = held + math.ceil(burst * interval)
+end
+
 if hold > 0 and now + hold > held then
+  -- Grants resume at the rate when the hold ends, not in a burst: the bucket
+  -- is empty then, whatever it held before.
   held = now + hold
-  redis.call('HSET', KEYS[1], 'held', string.format('%.17g', held))
-  redis.call('PEXPIRE', KEYS[1],
-             math.ceil((math.max(tat, held) - now) / 1000) + 1000)
+  least = held + math.ceil(burst * interval)
+  tat = math.max(tat, least)
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', tat),
+             'held', string.format('%.17g', held))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now) / 1000) + 1000)
 end
 
 if op == 'give' then
   -- A granted token nobody used: the bucket gets it back (a full bucket stays
-  -- full), as if it had never been taken.
-  save(math.max(tat - math.ceil(tokens * interval), now))
+  -- full, an empty one at the end of a hold stays empty), as if it had never
+  -- been taken.
+  save(math.max(tat - math.ceil(tokens * interval), least))
   return {1, 0, now}
 end
 
