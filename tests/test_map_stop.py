@@ -185,6 +185,40 @@ async def _after(event: anyio.Event, func: Any, *args: Any) -> None:
     await func(*args)
 
 
+@pytest.mark.parametrize("ordered", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_slow_reader_gets_every_outcome_after_another_task_stopped(
+    kind: str, ordered: bool
+) -> None:
+    """The case of the issue: the reader is busy with one outcome while
+    another task stops the queue; the outcomes that came meanwhile are all
+    yielded after the stop has ended."""
+    stopped = anyio.Event()
+
+    async def stop_it() -> None:
+        await all_blocked()  # the window is full of finished outcomes
+        stop.drawn = source.drawn
+        await queue.stop()
+        stopped.set()
+
+    source = Draws(kind)
+    stop = Stop()
+    queue: WorkQueue[int] = WorkQueue(maxsize=4)
+    outcomes: list[Outcome[int, int]] = []
+    with anyio.fail_after(GUARD):
+        async with (
+            anyio.create_task_group() as tg,
+            queue.map(_echo, source.items, ordered=ordered, num_workers=3) as results,
+        ):
+            async for outcome in results:
+                outcomes.append(outcome)
+                if len(outcomes) == 1:
+                    tg.start_soon(stop_it)
+                    await stopped.wait()  # a slow reader
+                    assert queue.metrics["processed"] > 1
+    check_after_stop(queue, results, outcomes, source, stop, ordered=ordered)
+
+
 # -- stop(timeout): calls cut short are unprocessed -----------------------------------
 
 
@@ -503,7 +537,14 @@ async def _forever(item: int) -> None:
 # -- the Executor -------------------------------------------------------------------
 
 
-class Gated(Event):
+class Job(Event):
+    """A concrete base, so that one executor runs both kinds of events."""
+
+    async def invoke(self) -> None:
+        pass
+
+
+class Gated(Job):
     def __init__(self, gate: anyio.Event) -> None:
         super().__init__()
         self.gate = gate
@@ -534,7 +575,9 @@ async def test_executor_batch_process_stopped_by_another_task_returns(
         finally:
             closed = True
 
-    config = QueueConfig(queue_capacity=2, concurrency_limit=2)
+    config = QueueConfig(
+        queue_capacity=2, concurrency_limit=2, capacity_refresh_time=None
+    )
     executor = Executor(Gated, config)
     returned = False
 
@@ -577,7 +620,9 @@ async def test_executor_completed_stopped_under_it_ends_normally(kind: str) -> N
             drawn.append(Gated(gate))
             yield drawn[-1]
 
-    config = QueueConfig(queue_capacity=2, concurrency_limit=2)
+    config = QueueConfig(
+        queue_capacity=2, concurrency_limit=2, capacity_refresh_time=None
+    )
     executor = Executor(Gated, config)
     seen: list[Gated] = []
     with anyio.fail_after(GUARD):
@@ -598,3 +643,42 @@ async def test_executor_completed_stopped_under_it_ends_normally(kind: str) -> N
         ExecutionStatus.CANCELLED,
     }
     assert_books(executor.queue)
+
+
+class Stopper(Job):
+    """Stops its executor when it runs."""
+
+    def __init__(self, executor: Executor[Any]) -> None:
+        super().__init__()
+        self.executor = executor
+
+    async def invoke(self) -> None:
+        await self.executor.stop()
+
+
+async def test_executor_batch_process_stopped_by_an_event_returns() -> None:
+    config = QueueConfig(
+        queue_capacity=2, concurrency_limit=2, capacity_refresh_time=None
+    )
+    executor: Executor[Job] = Executor(Job, config)
+    drawn: list[Job] = []
+
+    def events() -> Iterator[Job]:
+        for i in range(N):
+            event: Job = Stopper(executor) if i == 5 else Gated(_open_gate())
+            drawn.append(event)
+            yield event
+
+    with anyio.fail_after(GUARD):
+        await executor.batch_process(events())
+    assert len(drawn) < N
+    statuses = {event.execution.status for event in drawn}
+    assert statuses <= {ExecutionStatus.COMPLETED, ExecutionStatus.CANCELLED}
+    assert drawn[5].execution.status is ExecutionStatus.COMPLETED
+    assert_books(executor.queue)
+
+
+def _open_gate() -> anyio.Event:
+    gate = anyio.Event()
+    gate.set()
+    return gate
