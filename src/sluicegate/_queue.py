@@ -27,6 +27,7 @@ from anyio import (
     Event,
     WouldBlock,
     create_task_group,
+    get_cancelled_exc_class,
     move_on_after,
 )
 from anyio.abc import TaskGroup
@@ -873,7 +874,7 @@ class BoundedQueue(Scoped, Generic[T]):
         clock, cancels calls past their deadline)."""
         self._timer_scope = CancelScope()
         self._timers_beside_workers = beside_workers
-        group.start_soon(self._run_timers, self._timer_scope)
+        group.start_soon(self._run_timers, self._timer_scope, group)
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -1033,9 +1034,33 @@ class BoundedQueue(Scoped, Generic[T]):
                 ):
                     self._wake_consumer()
 
-    async def _run_timers(self, scope: CancelScope) -> None:
-        with scope:
-            await self._timers.run()
+    async def _run_timers(self, scope: CancelScope, group: TaskGroup) -> None:
+        try:
+            with scope:
+                await self._timers.run()
+        except get_cancelled_exc_class():
+            if self._timer_scope is scope:
+                # Cancelled with its task group, not by the queue: workers of
+                # other groups still need their retries released (and, on an
+                # injected clock, their deadlines kept).
+                self._timer_scope = None
+                self._restart_timers(group)
+            raise
+
+    def _restart_timers(self, dead: TaskGroup) -> None:
+        """Start the timers' task beside a worker whose task group is not
+        ``dead`` nor cancelled; none is left running if there is no such worker
+        (the next `start_workers` starts it)."""
+        for worker in self._pool.workers:
+            group = worker.spawn.group if worker.spawn is not None else dead
+            if group is dead or group.cancel_scope.cancel_called:
+                continue
+            try:
+                self._start_timers(group, beside_workers=True)
+            except RuntimeError:  # that group has closed
+                self._timer_scope = None
+                continue
+            return
 
     def _log_failure(self, exc: Exception, item: T) -> None:
         """Log a failure no handler took, by the queue's one log policy (the
