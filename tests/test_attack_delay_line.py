@@ -13,6 +13,7 @@ The books are checked at every suspension (tests/watch.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections import Counter
@@ -27,6 +28,7 @@ from watch import Watch, assert_accounted, sweep, tasks, watching
 
 from sluicegate import (
     BoundedQueue,
+    QueueStateError,
     QueueStatus,
     RateLimiter,
     RetryAfter,
@@ -355,6 +357,74 @@ async def test_restart_after_a_stop_that_listed_delayed_items(inside: bool) -> N
     assert [calls[item] for item in (0, 1, 2, 7, 8, 20)] == [1, 1, 1, 0, 0, 2]
     assert done == Counter({20: 1})
     assert_accounted(queue, {0, 1, 2, 7, 8, 20, 50}, done)
+
+
+async def test_a_start_at_every_suspension_of_an_async_with_block() -> None:
+    """Regression: another task starts the queue at each suspension of an
+    ``async with`` block, items delayed and running. Started while the block
+    exits, after its stop (its task group still closing), the new run put the
+    task that releases retries in that closing group: the block never exited
+    (found by two maps on one queue, tests/test_attack_map.py). The new run
+    is not the block's: it runs on after the block, until stopped."""
+
+    async def scenario(watch: Watch, n: int | None) -> None:
+        plan = Plan()
+        queue: BoundedQueue[int] = BoundedQueue(maxsize=4, clock=watch.clock)
+        watch.watch(queue)
+        accepted: set[int] = set()
+        before = tasks()
+
+        async def start() -> None:
+            with contextlib.suppress(QueueStateError):  # refused while STOPPING
+                await queue.start()
+
+        async with anyio.create_task_group() as tg:
+            with watch.at(n, lambda: tg.start_soon(start)):
+                async with queue:
+                    await queue.start_workers(plan.work, 2, plan.on_error, retry=POLICY)
+                    await put_all(queue, range(6), accepted)
+        if queue.status is QueueStatus.PROCESSING:  # started again meanwhile
+            async with anyio.create_task_group() as tg:
+                await queue.start_workers(
+                    plan.work, 2, plan.on_error, task_group=tg, retry=POLICY
+                )
+                await put_all(queue, range(10, 12), accepted)
+                await queue.join()
+                await queue.stop()
+        assert tasks() == before
+        assert_accounted(queue, accepted, plan.done)
+
+    await sweep(scenario)
+
+
+async def test_an_async_with_refused_by_a_stopping_queue_leaves_the_stop_alone() -> (
+    None
+):
+    """Regression: a block entered while the queue stops (a stop waits for a
+    busy worker) is refused, and its exit stopped the queue there and then:
+    STOPPED, while the worker still ran its item."""
+    release = anyio.Event()
+
+    async def work(item: int) -> None:
+        await release.wait()
+
+    queue: BoundedQueue[int] = BoundedQueue()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            await queue.start_workers(work, 1, task_group=tg)
+            await queue.put(1)
+            tg.start_soon(queue.stop)
+            await all_blocked()
+            assert queue.status is QueueStatus.STOPPING
+            with pytest.raises(QueueStateError, match="stopping"):
+                async with queue:
+                    pass
+            assert queue.status is QueueStatus.STOPPING
+            release.set()
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.metrics["processed"] == 1
+    assert_books(queue)
 
 
 # -- 100,000 items in the delay line --------------------------------------------

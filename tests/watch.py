@@ -63,7 +63,7 @@ class Watch:
         self.steps = 0
         self.failures: list[str] = []
         self._queues: list[Any] = []
-        self._target: tuple[int, anyio.CancelScope] | None = None
+        self._target: tuple[int, Callable[[], object]] | None = None
         self._paused: anyio.Event | None = None
         #: Suspensions inside the last `cancelled_at` scope.
         self.counted = 0
@@ -93,23 +93,29 @@ class Watch:
         target = self._target
         if target is not None and self.steps >= target[0]:
             self._target = None
-            target[1].cancel()
+            target[1]()
+
+    @contextmanager
+    def at(self, n: int | None, action: Callable[[], object]) -> Iterator[None]:
+        """Call ``action()`` at the ``n``-th suspension after this block is
+        entered (0: at once; None: never); count the block's suspensions."""
+        start = self.steps
+        if n == 0:
+            action()
+        elif n is not None:
+            self._target = (start + n, action)
+        try:
+            yield
+        finally:
+            self._target = None
+            self.counted = self.steps - start
 
     @contextmanager
     def cancelled_at(self, n: int | None) -> Iterator[anyio.CancelScope]:
         """A cancel scope cancelled at the ``n``-th suspension after it is
         entered (0: at once; None: never); counts its suspensions."""
-        start = self.steps
-        with anyio.CancelScope() as scope:
-            if n == 0:
-                scope.cancel()
-            elif n is not None:
-                self._target = (start + n, scope)
-            try:
-                yield scope
-            finally:
-                self._target = None
-                self.counted = self.steps - start
+        with anyio.CancelScope() as scope, self.at(n, scope.cancel):
+            yield scope
 
     async def settle(self) -> None:
         """Return once every other task is blocked (the watcher set aside)."""
@@ -182,7 +188,8 @@ async def sweep(scenario: Scenario, *, limit: int = SWEEP_LIMIT) -> int:
     """Cancel ``scenario`` at every suspension it takes.
 
     ``scenario(watch, n)`` runs in a fresh `watching` block and puts the part to
-    attack in ``with watch.cancelled_at(n):``. It runs once with ``n=None`` to
+    attack in ``with watch.cancelled_at(n):`` (or ``with watch.at(n, action):``
+    to do something else there). It runs once with ``n=None`` to
     count the suspensions of that part, then once for each ``n`` below the
     count; it checks its own outcome each time. Returns the count.
     """

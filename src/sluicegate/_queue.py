@@ -427,10 +427,13 @@ class BoundedQueue(Scoped, Generic[T]):
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
         """Own a task group for the workers, and stop the queue on the way out."""
+        started = False  # (a queue that is stopping refuses the block)
+        ended: int | None = None  # the run the block ends
         try:
             with unwrapped_group():  # the one exception that ended the block
                 async with create_task_group() as tg:
                     await self.start()
+                    started = True
                     self._task_group = tg
                     # The block's own task releases retries for as long as it
                     # runs, for workers and get() callers alike.
@@ -438,15 +441,30 @@ class BoundedQueue(Scoped, Generic[T]):
                     try:
                         yield
                         await self._join(while_consumers=True)
+                        ended = self._leave_group()
                         await self.stop()
                     except BaseException:
-                        self._abort()
-                        with CancelScope(shield=True):
-                            await self._pool.wait(list(self._pool.workers))
+                        if ended is None:
+                            ended = self._leave_group()
+                        if self._run == ended:
+                            self._abort()
+                            with CancelScope(shield=True):
+                                await self._pool.wait(list(self._pool.workers))
                         raise
         finally:
-            self._task_group = None
-            self._finalize()
+            if started and (ended is None or self._run == ended):
+                self._task_group = None
+                self._finalize()
+
+    def _leave_group(self) -> int:
+        """The ``async with`` block ends the current run: return it.
+
+        From now on the block's task group only waits for its last tasks: a
+        run that another task starts meanwhile is not the block's (the block
+        neither stops it nor puts its tasks in that group).
+        """
+        self._task_group = None
+        return self._run
 
     # -- producers --------------------------------------------------------------
 
