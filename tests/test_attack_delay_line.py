@@ -414,6 +414,7 @@ async def test_an_async_with_refused_by_a_stopping_queue_leaves_the_stop_alone()
             await queue.start()
             await queue.start_workers(work, 1, task_group=tg)
             await queue.put(1)
+            await all_blocked()  # the worker holds the item
             tg.start_soon(queue.stop)
             await all_blocked()
             assert queue.status is QueueStatus.STOPPING
