@@ -27,6 +27,7 @@ from anyio import (
     Event,
     WouldBlock,
     create_task_group,
+    get_cancelled_exc_class,
     move_on_after,
 )
 from anyio.abc import TaskGroup
@@ -532,10 +533,13 @@ class BoundedQueue(Scoped, Generic[T]):
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
         """Own a task group for the workers, and stop the queue on the way out."""
+        started = False  # (a queue that is stopping refuses the block)
+        ended: int | None = None  # the run the block ends
         try:
             with unwrapped_group():  # the one exception that ended the block
                 async with create_task_group() as tg:
                     await self.start()
+                    started = True
                     self._task_group = tg
                     # The block's own task releases retries for as long as it
                     # runs, for workers and get() callers alike.
@@ -543,15 +547,30 @@ class BoundedQueue(Scoped, Generic[T]):
                     try:
                         yield
                         await self._join(while_consumers=True)
+                        ended = self._leave_group()
                         await self.stop()
                     except BaseException:
-                        self._abort()
-                        with CancelScope(shield=True):
-                            await self._pool.wait(list(self._pool.workers))
+                        if ended is None:
+                            ended = self._leave_group()
+                        if self._run == ended:
+                            self._abort()
+                            with CancelScope(shield=True):
+                                await self._pool.wait(list(self._pool.workers))
                         raise
         finally:
-            self._task_group = None
-            self._finalize()
+            if started and (ended is None or self._run == ended):
+                self._task_group = None
+                self._finalize()
+
+    def _leave_group(self) -> int:
+        """The ``async with`` block ends the current run: return it.
+
+        From now on the block's task group only waits for its last tasks: a
+        run that another task starts meanwhile is not the block's (the block
+        neither stops it nor puts its tasks in that group).
+        """
+        self._task_group = None
+        return self._run
 
     # -- producers --------------------------------------------------------------
 
@@ -973,7 +992,7 @@ class BoundedQueue(Scoped, Generic[T]):
         clock, cancels calls past their deadline)."""
         self._timer_scope = CancelScope()
         self._timers_beside_workers = beside_workers
-        group.start_soon(self._run_timers, self._timer_scope)
+        group.start_soon(self._run_timers, self._timer_scope, group)
 
     async def stop_workers(self, timeout: float | None = None) -> None:
         """End all workers the way `stop` does, leaving the queue PROCESSING.
@@ -1142,9 +1161,33 @@ class BoundedQueue(Scoped, Generic[T]):
                 ):
                     self._wake_consumer()
 
-    async def _run_timers(self, scope: CancelScope) -> None:
-        with scope:
-            await self._timers.run()
+    async def _run_timers(self, scope: CancelScope, group: TaskGroup) -> None:
+        try:
+            with scope:
+                await self._timers.run()
+        except get_cancelled_exc_class():
+            if self._timer_scope is scope:
+                # Cancelled with its task group, not by the queue: workers of
+                # other groups still need their retries released (and, on an
+                # injected clock, their deadlines kept).
+                self._timer_scope = None
+                self._restart_timers(group)
+            raise
+
+    def _restart_timers(self, dead: TaskGroup) -> None:
+        """Start the timers' task beside a worker whose task group is not
+        ``dead`` nor cancelled; none is left running if there is no such worker
+        (the next `start_workers` starts it)."""
+        for worker in self._pool.workers:
+            group = worker.spawn.group if worker.spawn is not None else dead
+            if group is dead or group.cancel_scope.cancel_called:
+                continue
+            try:
+                self._start_timers(group, beside_workers=True)
+            except RuntimeError:  # that group has closed
+                self._timer_scope = None
+                continue
+            return
 
     def _log_failure(self, exc: Exception, item: T) -> None:
         """Log a failure no handler took, by the queue's one log policy (the

@@ -147,6 +147,11 @@ class WorkerPool:
         """Start one reserved worker; None if there is none in reserve."""
         while self._reserves:
             reserve = self._reserves[-1]
+            if reserve.group.cancel_scope.cancel_called:
+                # Its task group is being cancelled: a worker started there
+                # would take an item and die with it at its first await.
+                self.withdraw(reserve.crew)
+                continue
             reserve.count -= 1
             self.reserved -= 1
             if not reserve.count:
