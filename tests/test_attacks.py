@@ -31,7 +31,6 @@ docstrings say so.
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 from bisect import bisect_right
 from collections import Counter
@@ -43,18 +42,25 @@ from anyio.abc import TaskGroup
 from fake_clock import FakeClock, all_blocked, max_in_window
 from support import (
     GUARD,
+    SEEDS,
     assert_books,
+    cancel_at,
     check_limiter_free,
     check_line_compact,
     check_line_idle,
     check_nothing_lost,
     claimed_by_an_executor,
+    clock_step,
     getters_line,
     idle_workers_line,
+    in_virtual_time,
     limiter_line,
     lost_wake,
     patch_worker_checkpoint,
+    put_all,
+    run_cancelled,
     slots_in_use,
+    sweep,
     workers_looking,
 )
 
@@ -72,21 +78,8 @@ from sluicegate import (
 from sluicegate._waiters import WaiterLine
 from sluicegate._workers import WorkerPool
 
-#: A cancellation sweep gives up (and fails) if the operation has not completed
-#: after this many steps.
-SWEEP_LIMIT = 200
-SEEDS = range(8)
-
-
-@pytest.fixture(autouse=True)
-def quiet_worker_errors() -> Iterator[None]:
-    """The attacks make workers fail on purpose: keep the log quiet meanwhile."""
-    logger = logging.getLogger("sluicegate")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
-
+# The attacks make workers fail on purpose: keep the log quiet meanwhile.
+pytestmark = pytest.mark.usefixtures("quiet_worker_errors")
 
 # -- shared workers ------------------------------------------------------------
 
@@ -103,86 +96,6 @@ class Handled:
         self.counter[item] += 1
         if item % 7 == 3:
             raise KeyError(item)
-
-
-async def put_all(queue: BoundedQueue[int], items: range, accepted: set[int]) -> None:
-    for item in items:
-        if await queue.put(item):
-            accepted.add(item)
-
-
-# -- cancelling at the k-th step, and virtual time -----------------------------
-
-
-async def checkpoint_step() -> None:
-    await anyio.lowlevel.checkpoint()
-
-
-def clock_step(clock: FakeClock, seconds: float) -> Callable[[], Awaitable[None]]:
-    """A step that moves ``clock`` on by ``seconds``, then yields once.
-
-    For operations that wait on a clock: a virtual one that steps with the
-    sweep (trio's autojump never fires while the cancelling task runs).
-    """
-
-    async def step() -> None:
-        clock.advance(seconds)
-        await anyio.lowlevel.checkpoint()
-
-    return step
-
-
-async def cancel_at(
-    clock: FakeClock, deadline: float, scope: anyio.CancelScope
-) -> None:
-    """Cancel ``scope`` once ``clock`` reaches ``deadline``: a virtual timeout."""
-    await clock.sleep_until(deadline)
-    scope.cancel()
-
-
-async def in_virtual_time(
-    clock: FakeClock, operation: Callable[[], Awaitable[object]]
-) -> None:
-    """Await ``operation()`` while ``clock`` jumps ahead whenever all wait."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(clock.autojump)
-        await operation()
-        tg.cancel_scope.cancel()
-
-
-async def cancel_after(
-    k: int, scope: anyio.CancelScope, step: Callable[[], Awaitable[None]]
-) -> None:
-    for _ in range(k):
-        await step()
-    scope.cancel()
-
-
-async def run_cancelled(
-    k: int,
-    target: Callable[[], Awaitable[object]],
-    step: Callable[[], Awaitable[None]] = checkpoint_step,
-) -> bool:
-    """Run ``target`` in a scope cancelled after ``k`` steps; True if it completed."""
-    completed = False
-    async with anyio.create_task_group() as tg:
-        with anyio.CancelScope() as scope:
-            tg.start_soon(cancel_after, k, scope, step)
-            await target()
-            completed = True
-        tg.cancel_scope.cancel()
-    return completed
-
-
-async def sweep(attack: Callable[[int], Awaitable[bool]]) -> None:
-    """Run ``attack(k)`` for k = 0, 1, 2, ... until the operation it cancels at
-    step k completes first: a cancellation at every step the operation takes.
-    """
-    for k in range(SWEEP_LIMIT):
-        with anyio.fail_after(GUARD):
-            if await attack(k):
-                return
-    raise AssertionError(f"not completed after {SWEEP_LIMIT} steps")
 
 
 # -- cancellation at every await -----------------------------------------------

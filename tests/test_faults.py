@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import pytest
-import uvloop
-from support import GUARD
-from trio.testing import MockClock
+from support import GUARD, assert_settled, run_on
 
 from sluicegate import (
     BoundedQueue,
@@ -32,18 +29,6 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
-
-
-def assert_settled(queue: BoundedQueue[Any], accepted: int | None = None) -> None:
-    """STOPPED, no workers, and every accepted item processed or unprocessed."""
-    m = queue.metrics
-    assert queue.status is QueueStatus.STOPPED
-    assert queue.worker_count == 0
-    assert queue.size == 0
-    assert m["in_flight"] == 0
-    assert m["enqueued"] == m["processed"] + len(queue.unprocessed)
-    if accepted is not None:
-        assert m["enqueued"] == accepted
 
 
 class CustomError(Exception):
@@ -122,18 +107,6 @@ async def test_base_exception_group_from_a_worker_propagates() -> None:
     assert info.group_contains(Abort)
     assert 3 in queue.unprocessed
     assert_settled(queue, accepted=10)
-
-
-def run_on(backend: str, func: Callable[[], Any]) -> None:
-    """anyio.run on one of the three backends (for tests that must run it)."""
-    if backend == "trio":
-        clock = MockClock(autojump_threshold=0)
-        anyio.run(func, backend="trio", backend_options={"clock": clock})
-    elif backend == "asyncio+uvloop":
-        options = {"loop_factory": uvloop.new_event_loop}
-        anyio.run(func, backend="asyncio", backend_options=options)
-    else:
-        anyio.run(func, backend="asyncio")
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "asyncio+uvloop", "trio"])

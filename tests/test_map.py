@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
-from support import GUARD, assert_books
+from support import GUARD, Source, assert_books, double
 
 from sluicegate import (
     Outcome,
@@ -17,24 +17,6 @@ from sluicegate import (
     RetryPolicy,
     WorkQueue,
 )
-
-
-class Source(Iterator[int]):
-    """range(n), remembering how many items were drawn."""
-
-    def __init__(self, n: int) -> None:
-        self._items = iter(range(n))
-        self.drawn = 0
-
-    def __next__(self) -> int:
-        item = next(self._items)
-        self.drawn += 1
-        return item
-
-
-async def double(item: int) -> int:
-    await anyio.lowlevel.checkpoint()
-    return item * 2
 
 
 async def test_every_outcome_pairs_an_item_with_its_value() -> None:

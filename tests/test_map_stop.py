@@ -16,6 +16,7 @@ import anyio
 import pytest
 from books import assert_books
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, set_when_blocked
 
 from sluicegate import (
     Event,
@@ -29,7 +30,6 @@ from sluicegate import (
 )
 from sluicegate._results import MapResults
 
-GUARD = 10
 N = 100
 ITEM_TIMEOUT = 1.0
 
@@ -94,11 +94,6 @@ def check_after_stop(
     if ordered:
         assert items == sorted(items)
     assert_books(queue)
-
-
-async def set_when_blocked(event: anyio.Event) -> None:
-    await all_blocked()
-    event.set()
 
 
 # -- stop(): the calls running finish, and their outcomes come ------------------------

@@ -12,14 +12,14 @@ every backend. Times are multiples of 0.25 s, exact in binary floats.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from books import assert_books
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, ignore, virtual_time
 
 from sluicegate import (
     BoundedQueue,
@@ -33,22 +33,11 @@ from sluicegate import (
     WorkQueue,
 )
 
-GUARD = 10
 PAUSE = 0.5  # what the service asks for
 WORK = 0.25  # how long every other call takes
 ITEMS = 40
 WORKERS = 8
 PUSHED = 10  # the item whose first call is pushed back (it starts at 0.25)
-
-
-@asynccontextmanager
-async def virtual_time() -> AsyncIterator[FakeClock]:
-    clock = FakeClock()
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(clock.autojump)
-            yield clock
-            tg.cancel_scope.cancel()
 
 
 class Log:
@@ -99,10 +88,6 @@ def assert_paused(log: Log) -> None:
     assert min(after) == pushed_at + PAUSE, (pushed_at, sorted(after))
 
 
-async def _ignore(exc: Exception, item: object) -> None:
-    pass
-
-
 # -- no call starts during the pause: every path --------------------------------
 
 
@@ -121,7 +106,7 @@ async def test_retry_after_pauses_a_queue_without_a_rate_limiter(
         log = Log(clock)
         queue: BoundedQueue[int] = BoundedQueue(maxsize=ITEMS, clock=clock)
         async with queue:
-            await queue.start_workers(log.work(), WORKERS, _ignore, **job)
+            await queue.start_workers(log.work(), WORKERS, ignore, **job)
             for i in range(ITEMS):
                 await queue.put(i)
     assert log.pushback_time() == WORK
@@ -261,7 +246,7 @@ async def test_a_paused_queue_keeps_its_limit_and_frees_its_slots() -> None:
     )
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(work, 6, _ignore)
+            await queue.start_workers(work, 6, ignore)
             await queue.put(1)
             await all_blocked()
             await queue.put(0)
@@ -387,7 +372,7 @@ async def test_stop_during_a_pause_ends_the_waiting_workers_at_once(
     queue: BoundedQueue[int] = BoundedQueue(maxsize=20, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(_pushing_work(clock), 4, _ignore)
+            await queue.start_workers(_pushing_work(clock), 4, ignore)
             for i in range(10):
                 await queue.put(i)
             await all_blocked()
@@ -421,7 +406,7 @@ async def test_stop_during_a_pause_lets_running_calls_finish(
     queue: BoundedQueue[int] = BoundedQueue(maxsize=20, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(work, 4, _ignore)
+            await queue.start_workers(work, 4, ignore)
             await queue.put(0)
             await all_blocked()
             for i in range(1, 10):
@@ -446,7 +431,7 @@ async def test_cancelling_the_group_of_waiting_workers() -> None:
     with anyio.fail_after(GUARD):
         await queue.start()
         async with anyio.create_task_group() as tg:
-            await queue.start_workers(_pushing_work(clock), 4, _ignore, task_group=tg)
+            await queue.start_workers(_pushing_work(clock), 4, ignore, task_group=tg)
             for i in range(10):
                 await queue.put(i)
             await all_blocked()

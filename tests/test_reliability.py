@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 import pytest
-import uvloop
 from fake_clock import FakeClock, all_blocked
-from support import GUARD, assert_books
+from support import (
+    GUARD,
+    Recorder,
+    assert_books,
+    asyncio_only,
+    delay_each,
+    get_one,
+    ignore,
+    stray_cancelled_error,
+)
 
 from sluicegate import (
     BoundedQueue,
@@ -37,35 +45,8 @@ FAST = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)
 
 T = TypeVar("T")
 
-asyncio_only = pytest.mark.parametrize(
-    "anyio_backend",
-    [("asyncio", {}), ("asyncio", {"loop_factory": uvloop.new_event_loop})],
-    ids=["asyncio", "asyncio+uvloop"],
-)
-
-
-class Recorder(Iterator[int]):
-    """An iterator over range(n) that remembers what was drawn from it."""
-
-    def __init__(self, n: int) -> None:
-        self._items = iter(range(n))
-        self.drawn: list[int] = []
-
-    def __next__(self) -> int:
-        item = next(self._items)
-        self.drawn.append(item)
-        return item
-
 
 # -- 1. a native CancelledError from a worker function is that item's failure ------
-
-
-async def _stray_cancelled_error() -> None:
-    """Raise CancelledError the way `await some_cancelled_task` does."""
-    task = asyncio.ensure_future(asyncio.sleep(10))
-    await asyncio.sleep(0)
-    task.cancel()
-    await task
 
 
 @asyncio_only
@@ -74,7 +55,7 @@ async def test_stray_cancelled_error_fails_the_item_and_the_block_goes_on() -> N
 
     async def work(item: int) -> None:
         if item == 3:
-            await _stray_cancelled_error()
+            await stray_cancelled_error()
         await anyio.lowlevel.checkpoint()
 
     async def on_error(exc: Exception, item: int) -> None:
@@ -100,18 +81,14 @@ async def test_stray_cancelled_error_fails_the_item_and_the_block_goes_on() -> N
 async def test_stray_cancelled_error_does_not_end_a_batch() -> None:
     async def work(item: int) -> None:
         if item % 5 == 0:
-            await _stray_cancelled_error()
+            await stray_cancelled_error()
 
     items = Recorder(20)
     queue: WorkQueue[int] = WorkQueue(maxsize=2)
     with anyio.fail_after(GUARD):
-        await queue.batch_process(items, work, 2, error_handler=_ignore)
+        await queue.batch_process(items, work, 2, error_handler=ignore)
     assert items.drawn == list(range(20))
     assert (queue.metrics["processed"], queue.metrics["errors"]) == (20, 4)
-
-
-async def _ignore(exc: Exception, item: object) -> None:
-    pass
 
 
 class Leaky(Event):
@@ -121,7 +98,7 @@ class Leaky(Event):
 
     async def invoke(self) -> str:
         if self.leak:
-            await _stray_cancelled_error()
+            await stray_cancelled_error()
         return "ok"
 
 
@@ -555,11 +532,6 @@ async def _get_in(queue: BoundedQueue[int], scope: anyio.CancelScope) -> None:
         await queue.get()
 
 
-async def _get_one(queue: BoundedQueue[int], got: list[int]) -> None:
-    got.append(await queue.get())
-    queue.task_done()
-
-
 # -- 10. parked get() callers are served in FIFO order ------------------------------
 
 
@@ -599,7 +571,7 @@ async def test_parked_get_is_served_before_idle_workers() -> None:
         async with queue, anyio.create_task_group() as tg:
             await queue.start_workers(work, 2)
             await all_blocked()
-            tg.start_soon(_get_one, queue, got)
+            tg.start_soon(get_one, queue, got)
             await all_blocked()
             await queue.put(1)
             await all_blocked()
@@ -800,29 +772,14 @@ async def test_a_retry_due_after_its_worker_stopped_the_queue_is_unprocessed() -
     assert m["enqueued"] == m["processed"] + m["unprocessed"]
 
 
-async def _delay_each(queue: BoundedQueue[int], *items: int) -> None:
-    """Put ``items`` through one worker whose calls all fail, under a policy
-    that retries after 1 s, then end the worker: the items wait in the delay
-    line, all due at the same moment."""
-
-    async def fails(item: int) -> None:
-        raise ConnectionError
-
-    await queue.start_workers(fails, 1, retry=RetryPolicy(backoff=1, jitter=False))
-    for item in items:
-        await queue.put(item)
-    await all_blocked()
-    await queue.stop_workers()
-
-
 async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
     clock = FakeClock()
     got: list[int] = []
     queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
     with anyio.fail_after(GUARD):
         async with anyio.create_task_group() as tg, queue:
-            await _delay_each(queue, 3)
-            tg.start_soon(_get_one, queue, got)
+            await delay_each(queue, 3)
+            tg.start_soon(get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)  # the block's own task releases it to the get()
     assert got == [3]
@@ -837,8 +794,8 @@ async def test_a_queue_started_again_in_its_block_still_releases_retries() -> No
         async with anyio.create_task_group() as tg, queue:
             await queue.stop(timeout=0)
             await queue.start()  # again, inside the same block
-            await _delay_each(queue, 4)
-            tg.start_soon(_get_one, queue, got)
+            await delay_each(queue, 4)
+            tg.start_soon(get_one, queue, got)
             await all_blocked()
             clock.advance(1.0)
     assert got == [4]
@@ -849,7 +806,7 @@ async def test_retries_due_together_come_back_in_the_order_they_failed() -> None
     queue: BoundedQueue[int] = BoundedQueue(maxsize=4, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            await _delay_each(queue, 1, 2, 3)  # each failed once, at one moment
+            await delay_each(queue, 1, 2, 3)  # each failed once, at one moment
             assert queue.delayed == 3
             clock.advance(1.0)  # all three fall due together
             await all_blocked()

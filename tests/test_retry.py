@@ -9,15 +9,13 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
-from support import GUARD, assert_books
+from support import GUARD, NO_JITTER, assert_books, ignore, virtual_time
 
 from sluicegate import (
     BoundedQueue,
@@ -33,19 +31,6 @@ from sluicegate import (
     WorkQueue,
     parse_retry_after,
 )
-
-NO_JITTER = RetryPolicy(attempts=3, backoff=1.0, multiplier=2.0, jitter=False)
-
-
-@asynccontextmanager
-async def virtual_time() -> AsyncIterator[FakeClock]:
-    clock = FakeClock()
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(clock.autojump)
-            yield clock
-            tg.cancel_scope.cancel()
-
 
 # -- the policy itself --------------------------------------------------------------
 
@@ -176,12 +161,8 @@ async def test_errors_the_policy_does_not_name_are_not_retried() -> None:
 
         policy = RetryPolicy(on=ConnectionError, attempts=5)
         queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
-        await queue.batch_process([1], work, error_handler=_ignore)
+        await queue.batch_process([1], work, error_handler=ignore)
     assert (calls, queue.metrics["retries"], queue.metrics["errors"]) == (1, 0, 1)
-
-
-async def _ignore(exc: Exception, item: object) -> None:
-    pass
 
 
 async def test_no_retry_starts_after_the_policy_timeout() -> None:
@@ -194,7 +175,7 @@ async def test_no_retry_starts_after_the_policy_timeout() -> None:
 
         policy = RetryPolicy(attempts=10, backoff=1, jitter=False, timeout=5)
         queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
-        await queue.batch_process([1], work, error_handler=_ignore)
+        await queue.batch_process([1], work, error_handler=ignore)
     assert calls == [0, 1, 3]  # the next would start at 7, past 5
 
 
@@ -265,7 +246,7 @@ async def test_retry_after_without_a_policy_fails_the_item_but_still_holds() -> 
             raise RetryAfter(3)
 
         queue: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
-        await queue.batch_process([1], work, error_handler=_ignore)
+        await queue.batch_process([1], work, error_handler=ignore)
         assert limiter.held_until == 3.0
     assert (queue.metrics["errors"], queue.metrics["retries"]) == (1, 0)
 
@@ -453,7 +434,7 @@ async def test_item_timeout_on_the_event_loop_clock() -> None:
         await anyio.sleep_forever()
 
     with anyio.fail_after(GUARD):
-        await queue.batch_process([1, 2], hang, num_workers=2, error_handler=_ignore)
+        await queue.batch_process([1, 2], hang, num_workers=2, error_handler=ignore)
     assert queue.errors_by_type == {"ItemTimeoutError": 2}
 
 
