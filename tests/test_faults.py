@@ -20,13 +20,12 @@ from sluicegate import (
     ExecutionStatus,
     Executor,
     QueueConfig,
-    QueueStatus,
     RateLimiter,
     WorkQueue,
 )
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+    from exceptiongroup import ExceptionGroup
 
 FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
 
@@ -86,143 +85,6 @@ async def test_error_handler_raising_every_time_does_not_stop_work() -> None:
                 await queue.put(i)
     assert queue.metrics["errors"] == 10
     assert_settled(queue, accepted=10)
-
-
-class Abort(BaseException):
-    pass
-
-
-async def test_base_exception_group_from_a_worker_propagates() -> None:
-    async def work(item: int) -> None:
-        if item == 3:
-            raise BaseExceptionGroup("mixed", [Abort(), ValueError()])
-
-    queue: BoundedQueue[int] = BoundedQueue(timeout=None)
-    with anyio.fail_after(GUARD), pytest.raises(BaseExceptionGroup) as info:
-        async with queue:
-            await queue.start_workers(work, 2)
-            for i in range(10):
-                await queue.put(i)
-            await anyio.sleep_forever()
-    assert info.group_contains(Abort)
-    assert 3 in queue.unprocessed
-    assert_settled(queue, accepted=10)
-
-
-@pytest.mark.parametrize("backend", ["asyncio", "asyncio+uvloop", "trio"])
-@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
-def test_keyboard_interrupt_and_system_exit_propagate_with_honest_books(
-    backend: str, exc_type: type[BaseException]
-) -> None:
-    """asyncio lets these two out of the event loop itself, so run it here."""
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=4, timeout=None)
-    handled: list[int] = []
-
-    async def work(item: int) -> None:
-        if item == 5:
-            raise exc_type
-        await anyio.lowlevel.checkpoint()
-        handled.append(item)
-
-    async def main() -> None:
-        async with queue:
-            await queue.start_workers(work, 2)
-            for i in range(20):
-                await queue.put(i)
-
-    with pytest.raises(exc_type):
-        run_on(backend, main)
-    assert_settled(queue)
-    assert 5 in queue.unprocessed
-    assert queue.metrics["processed"] == len(handled)
-    assert set(handled).isdisjoint(queue.unprocessed)
-
-
-async def test_worker_that_never_returns_during_stop_timeout() -> None:
-    async def work(item: int) -> None:
-        await anyio.sleep_forever()
-
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=10)
-    with anyio.fail_after(GUARD):
-        async with queue:
-            await queue.start_workers(work, 3)
-            for i in range(8):
-                await queue.put(i)
-            await anyio.wait_all_tasks_blocked()
-            await queue.stop(timeout=0.01)
-            assert_settled(queue, accepted=8)
-            await queue.join()
-    assert sorted(queue.unprocessed) == list(range(8))
-    assert queue.metrics["processed"] == 0
-
-
-async def test_worker_shielding_itself_past_the_stop_timeout() -> None:
-    """A worker that shields its item finishes it: it is processed, not lost."""
-    release = anyio.Event()
-
-    async def work(item: int) -> None:
-        with anyio.CancelScope(shield=True):
-            await release.wait()
-
-    queue: BoundedQueue[int] = BoundedQueue()
-    with anyio.fail_after(GUARD):
-        async with queue, anyio.create_task_group() as tg:
-            await queue.start_workers(work, 1)
-            await queue.put(1)
-            await queue.put(2)
-            await anyio.wait_all_tasks_blocked()
-            tg.start_soon(queue.stop, 0.01)
-            await anyio.sleep(0.05)
-            assert queue.status is QueueStatus.STOPPING
-            release.set()
-    assert queue.metrics["processed"] == 1
-    assert queue.unprocessed == [2]
-    assert_settled(queue, accepted=2)
-
-
-async def test_enclosing_group_cancelled_while_producers_are_blocked() -> None:
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=2)
-    returned: list[int] = []
-
-    async def producer(item: int) -> None:
-        if await queue.put(item, timeout=None):
-            returned.append(item)
-
-    async def work(item: int) -> None:
-        await anyio.sleep_forever()
-
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as outer:
-            await queue.start()
-            await queue.start_workers(work, 1, task_group=outer)
-            for i in range(6):
-                outer.start_soon(producer, i)
-            await anyio.wait_all_tasks_blocked()
-            outer.cancel_scope.cancel()
-        await queue.stop()
-        await queue.join()
-    # One item in the worker's hands and two in the buffer; three puts cancelled.
-    assert queue.metrics["enqueued"] == len(returned) == 3
-    assert sorted(queue.unprocessed) == sorted(returned)
-    assert_settled(queue, accepted=3)
-
-
-async def test_work_queue_batch_cancelled_while_producer_blocked() -> None:
-    async def work(item: int) -> None:
-        await anyio.sleep_forever()
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=3)
-    with anyio.fail_after(GUARD):
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(queue.batch_process, range(100), work, 2)
-                await anyio.wait_all_tasks_blocked()
-                scope.cancel()
-        await queue.join()
-    # 3 buffered, 2 in flight, and the one the feeder had drawn: none is lost.
-    assert queue.metrics["enqueued"] == 6
-    assert sorted(queue.unprocessed) == list(range(6))
-    assert_settled(queue.queue, accepted=6)
 
 
 # -- executor events that hang, fail or are cancelled -------------------------------

@@ -15,10 +15,9 @@ from typing import Any
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
-from support import GUARD, NO_JITTER, assert_books, ignore, virtual_time
+from support import GUARD, NO_JITTER, ignore, virtual_time
 
 from sluicegate import (
-    BoundedQueue,
     Event,
     ExecutionStatus,
     Executor,
@@ -117,21 +116,6 @@ async def test_a_failed_item_is_retried_after_its_backoff() -> None:
     assert (m["processed"], m["errors"], m["retries"], m["delayed"]) == (1, 0, 2, 0)
 
 
-async def test_a_delayed_item_holds_no_worker() -> None:
-    handled: list[tuple[int, float]] = []
-    async with virtual_time() as clock:
-
-        async def work(item: int) -> None:
-            handled.append((item, clock.current_time()))
-            if item == 0 and clock.current_time() == 0:
-                raise ConnectionError
-
-        policy = RetryPolicy(backoff=10.0, jitter=False)
-        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
-        await queue.batch_process([0, 1, 2], work, num_workers=1)
-    assert handled == [(0, 0.0), (1, 0.0), (2, 0.0), (0, 10.0)]
-
-
 async def test_retries_end_with_the_last_failure() -> None:
     failures: list[tuple[str, int]] = []
     async with virtual_time() as clock:
@@ -197,98 +181,6 @@ async def test_every_attempt_takes_a_token_from_the_rate_limiter() -> None:
     times = sorted(t for _, t in calls)
     assert len(times) == 4  # three items, one retry: four tokens
     assert all(b - a >= 1 - 1e-9 for a, b in itertools.pairwise(times))
-
-
-async def test_retry_after_waits_its_seconds_and_holds_a_shared_limiter() -> None:
-    starts: list[tuple[str, int, float]] = []
-    clock = FakeClock()  # time stands still until autojump starts below
-    limiter = RateLimiter(100, clock=clock)
-
-    async def pushed_back(item: int) -> None:
-        starts.append(("a", item, clock.current_time()))
-        if item == 0 and clock.current_time() == 0:
-            raise RetryAfter(5)
-
-    async def other(item: int) -> None:
-        starts.append(("b", item, clock.current_time()))
-
-    policy = RetryPolicy(attempts=2)
-    first: WorkQueue[int] = WorkQueue(retry=policy, rate_limiter=limiter, clock=clock)
-    second: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
-    done = [anyio.Event(), anyio.Event()]
-
-    async def run(queue: WorkQueue[int], items: list[int], func: Any, i: int) -> None:
-        await queue.batch_process(items, func)
-        done[i].set()
-
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, first, [0], pushed_back, 0)
-            await all_blocked()
-            assert limiter.held_until == 5.0
-            tg.start_soon(run, second, [1, 2], other, 1)
-            await all_blocked()
-            assert starts == [("a", 0, 0.0)]  # the other queue is held too
-            tg.start_soon(clock.autojump)
-            await done[0].wait()
-            await done[1].wait()
-            tg.cancel_scope.cancel()
-    # From the end of the hold at the rate (100/s): the bucket is empty then.
-    assert sorted(t for _, _, t in starts[1:]) == pytest.approx([5.01, 5.02, 5.03])
-    assert first.metrics["retries"] == 1
-
-
-async def test_retry_after_without_a_policy_fails_the_item_but_still_holds() -> None:
-    async with virtual_time() as clock:
-        limiter = RateLimiter(100, clock=clock)
-
-        async def work(item: int) -> None:
-            raise RetryAfter(3)
-
-        queue: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
-        await queue.batch_process([1], work, error_handler=ignore)
-        assert limiter.held_until == 3.0
-    assert (queue.metrics["errors"], queue.metrics["retries"]) == (1, 0)
-
-
-async def test_delayed_items_are_in_the_books_and_listed_when_stopped() -> None:
-    clock = FakeClock()  # time stands still: the backoffs never end
-    with anyio.fail_after(GUARD):
-
-        async def work(item: int) -> None:
-            raise ConnectionError
-
-        policy = RetryPolicy(backoff=100, max_backoff=100, jitter=False)
-        queue: BoundedQueue[int] = BoundedQueue(maxsize=3, clock=clock)
-        async with queue:
-            await queue.start_workers(work, 2, retry=policy)
-            for i in range(3):
-                await queue.put(i)
-            await all_blocked()
-            assert (queue.delayed, queue.size, queue.in_flight) == (3, 0, 0)
-            assert_books(queue)
-            assert queue.is_full  # delayed items take room
-            assert not await queue.put(9, timeout=0)
-            await queue.stop()
-    assert sorted(queue.unprocessed) == [0, 1, 2]
-    assert (queue.metrics["processed"], queue.delayed) == (0, 0)
-    assert_books(queue)
-
-
-async def test_a_retried_item_comes_back_before_newer_items() -> None:
-    order: list[int] = []
-    async with virtual_time() as clock:
-
-        async def work(item: int) -> None:
-            order.append(item)
-            if item == 0 and order.count(0) == 1:
-                raise ConnectionError
-            await clock.sleep_until(clock.current_time() + 1)
-
-        policy = RetryPolicy(backoff=0.5, jitter=False)
-        queue: WorkQueue[int] = WorkQueue(retry=policy, clock=clock)
-        await queue.batch_process(range(4), work, num_workers=1)
-    assert order == [0, 1, 0, 2, 3]
 
 
 # -- item timeouts --------------------------------------------------------------------
@@ -676,28 +568,3 @@ async def test_leaving_completed_early_cancels_what_did_not_run() -> None:
     )
     assert executor.status is QueueStatus.STOPPED
     assert len(drawn) < 30  # the rest was never read
-
-
-async def test_item_timeout_starts_once_the_token_is_taken() -> None:
-    """A hold longer than item_timeout delays calls; it does not time them out."""
-    calls: list[tuple[int, float]] = []
-    async with virtual_time() as clock:
-        limiter = RateLimiter(100, clock=clock)
-
-        async def work(item: int) -> None:
-            calls.append((item, clock.current_time()))
-            if item == 0 and len(calls) == 1:
-                raise RetryAfter(10)
-
-        queue: WorkQueue[int] = WorkQueue(
-            rate_limiter=limiter,
-            retry=RetryPolicy(attempts=2),
-            item_timeout=1.0,
-            clock=clock,
-        )
-        await queue.batch_process(range(4), work, num_workers=4)
-    assert queue.errors_by_type == {}
-    # Held, never timed out; then at the rate, from the end of the hold.
-    assert sorted(t for _, t in calls[1:]) == pytest.approx(
-        [10.01, 10.02, 10.03, 10.04]
-    )

@@ -263,65 +263,6 @@ async def test_several_batches_add_up() -> None:
     assert queue.metrics["processed"] == 30
 
 
-async def test_batch_process_cancelled_from_outside() -> None:
-    handled: list[int] = []
-    closed = False
-
-    async def numbers() -> AsyncIterator[int]:
-        nonlocal closed
-        try:
-            for i in range(1_000):
-                yield i
-        finally:
-            closed = True
-
-    ten_handled = anyio.Event()
-
-    async def work(item: int) -> None:
-        await anyio.sleep(0.001)
-        handled.append(item)
-        if len(handled) == 10:
-            ten_handled.set()
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=4)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(queue.batch_process, numbers(), work, 3)
-            await ten_handled.wait()
-            tg.cancel_scope.cancel()
-    assert closed, "the async generator must be closed"
-    assert queue.status is QueueStatus.STOPPED
-    assert queue.worker_count == 0
-    m = queue.metrics
-    assert m["processed"] == len(handled)
-    assert m["in_flight"] == 0
-    assert m["enqueued"] == m["processed"] + len(queue.unprocessed)
-    assert set(handled).isdisjoint(queue.unprocessed)
-    assert sorted(handled + queue.unprocessed) == list(range(m["enqueued"]))
-
-
-async def test_batch_process_cancelled_inside_async_with() -> None:
-    started = anyio.Event()
-
-    async def work(item: int) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    with anyio.fail_after(GUARD):
-        async with WorkQueue[int](maxsize=4) as queue:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(queue.batch_process, range(100), work, 2)
-                    await started.wait()
-                    await anyio.wait_all_tasks_blocked()
-                    scope.cancel()
-            assert queue.worker_count == 0
-            assert queue.metrics["processed"] == 0
-    m = queue.metrics
-    assert m["enqueued"] == len(queue.unprocessed)
-    assert sorted(queue.unprocessed) == list(range(m["enqueued"]))
-
-
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [

@@ -17,9 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
-from books import assert_books
 from fake_clock import FakeClock, all_blocked
-from support import GUARD, ignore, virtual_time
+from support import GUARD, assert_books, ignore, virtual_time
 
 from sluicegate import (
     BoundedQueue,
@@ -500,3 +499,83 @@ async def test_a_hold_outlasts_stop_workers() -> None:
             tg.cancel_scope.cancel()
     assert calls == [(1, 1.0)]
     assert_books(queue)
+
+
+# -- RetryAfter through retries, and an item timeout during a hold ---------------------
+
+
+async def test_retry_after_waits_its_seconds_and_holds_a_shared_limiter() -> None:
+    starts: list[tuple[str, int, float]] = []
+    clock = FakeClock()  # time stands still until autojump starts below
+    limiter = RateLimiter(100, clock=clock)
+
+    async def pushed_back(item: int) -> None:
+        starts.append(("a", item, clock.current_time()))
+        if item == 0 and clock.current_time() == 0:
+            raise RetryAfter(5)
+
+    async def other(item: int) -> None:
+        starts.append(("b", item, clock.current_time()))
+
+    policy = RetryPolicy(attempts=2)
+    first: WorkQueue[int] = WorkQueue(retry=policy, rate_limiter=limiter, clock=clock)
+    second: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+    done = [anyio.Event(), anyio.Event()]
+
+    async def run(queue: WorkQueue[int], items: list[int], func: Any, i: int) -> None:
+        await queue.batch_process(items, func)
+        done[i].set()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first, [0], pushed_back, 0)
+            await all_blocked()
+            assert limiter.held_until == 5.0
+            tg.start_soon(run, second, [1, 2], other, 1)
+            await all_blocked()
+            assert starts == [("a", 0, 0.0)]  # the other queue is held too
+            tg.start_soon(clock.autojump)
+            await done[0].wait()
+            await done[1].wait()
+            tg.cancel_scope.cancel()
+    # From the end of the hold at the rate (100/s): the bucket is empty then.
+    assert sorted(t for _, _, t in starts[1:]) == pytest.approx([5.01, 5.02, 5.03])
+    assert first.metrics["retries"] == 1
+
+
+async def test_retry_after_without_a_policy_fails_the_item_but_still_holds() -> None:
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            raise RetryAfter(3)
+
+        queue: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+        await queue.batch_process([1], work, error_handler=ignore)
+        assert limiter.held_until == 3.0
+    assert (queue.metrics["errors"], queue.metrics["retries"]) == (1, 0)
+
+
+async def test_item_timeout_starts_once_the_token_is_taken() -> None:
+    """A hold longer than item_timeout delays calls; it does not time them out."""
+    calls: list[tuple[int, float]] = []
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            calls.append((item, clock.current_time()))
+            if item == 0 and len(calls) == 1:
+                raise RetryAfter(10)
+
+        queue: WorkQueue[int] = WorkQueue(
+            rate_limiter=limiter,
+            retry=RetryPolicy(attempts=2),
+            item_timeout=1.0,
+            clock=clock,
+        )
+        await queue.batch_process(range(4), work, num_workers=4)
+    assert queue.errors_by_type == {}
+    # Held, never timed out; then at the rate, from the end of the hold.
+    assert sorted(t for _, t in calls[1:]) == pytest.approx(
+        [10.01, 10.02, 10.03, 10.04]
+    )
