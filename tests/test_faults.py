@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from support import GUARD, assert_settled, run_on
+from support import GUARD, assert_settled
 
 from sluicegate import (
     BoundedQueue,
@@ -20,8 +20,6 @@ from sluicegate import (
     ExecutionStatus,
     Executor,
     QueueConfig,
-    RateLimiter,
-    WorkQueue,
 )
 
 if sys.version_info < (3, 11):
@@ -160,28 +158,3 @@ async def test_executor_cancelled_from_outside_mid_run() -> None:
     assert len(executor.cancelled_events) == 5
     assert executor.pending_events == []
     assert_settled(executor.queue.queue, accepted=6)
-
-
-@pytest.mark.parametrize(
-    ("first", "second"),
-    [("trio", "asyncio"), ("asyncio", "trio"), ("asyncio", "asyncio+uvloop")],
-)
-def test_a_stopped_queue_and_a_limiter_run_again_in_another_event_loop(
-    first: str, second: str
-) -> None:
-    """Each run binds its own CapacityLimiter, and a RateLimiter whose clock
-    jumps back (another loop's clock) counts from the new loop's time."""
-    limiter = RateLimiter(1000, 1, burst=10)
-    queue: WorkQueue[int] = WorkQueue(concurrency_limit=2, rate_limiter=limiter)
-
-    async def work(item: int) -> None:
-        await anyio.lowlevel.checkpoint()
-
-    async def batch() -> None:
-        with anyio.fail_after(GUARD):
-            await queue.batch_process(range(50), work, num_workers=4)
-        assert -1e-9 <= limiter.available <= limiter.burst
-
-    run_on(first, batch)
-    run_on(second, batch)
-    assert queue.metrics["processed"] == 100

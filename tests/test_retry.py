@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from fake_clock import FakeClock, all_blocked
+from fake_clock import FakeClock
 from support import GUARD, NO_JITTER, ignore, virtual_time
 
 from sluicegate import (
@@ -339,31 +339,6 @@ async def test_item_timeout_validates(value: object) -> None:
 async def test_retry_must_be_a_policy() -> None:
     with pytest.raises(TypeError, match=r"retry must be a sluicegate\.RetryPolicy"):
         WorkQueue(retry=3)  # type: ignore[arg-type]
-
-
-# -- put waits by default ----------------------------------------------------------
-
-
-async def test_put_waits_for_room_by_default() -> None:
-    queue: WorkQueue[int] = WorkQueue(maxsize=1)
-    accepted: list[bool] = []
-    with anyio.fail_after(GUARD):
-        async with queue, anyio.create_task_group() as tg:
-            await queue.put(0)
-
-            async def producer() -> None:
-                accepted.append(await queue.put(1))
-
-            tg.start_soon(producer)
-            await all_blocked()
-            assert accepted == []  # waiting, not refused
-            await queue.get()
-            queue.task_done()
-            await all_blocked()
-            assert accepted == [True]
-            await queue.get()
-            queue.task_done()
-    assert queue.metrics["backpressure_events"] == 0
 
 
 # -- one logging policy ------------------------------------------------------------
