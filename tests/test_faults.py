@@ -8,14 +8,11 @@ and every item is processed or listed as unprocessed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import anyio
-import pytest
 from support import GUARD, assert_settled
 
 from sluicegate import (
-    BoundedQueue,
     Event,
     ExecutionStatus,
     Executor,
@@ -23,66 +20,9 @@ from sluicegate import (
 )
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
-
-FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
-
-
-class CustomError(Exception):
     pass
 
-
-EXCEPTIONS: list[Callable[[], Exception]] = [
-    lambda: ValueError("value"),
-    lambda: CustomError("custom"),
-    lambda: RuntimeError("runtime"),
-    lambda: ExceptionGroup("group", [ValueError("a"), KeyError("b")]),
-    lambda: TimeoutError("looks like a timeout but is not a cancellation"),
-    lambda: anyio.BrokenResourceError("a broken stream inside the worker"),
-]
-
-
-@pytest.mark.parametrize("make_exc", EXCEPTIONS)
-async def test_every_exception_kind_is_counted_and_survived(
-    make_exc: Callable[[], Exception],
-) -> None:
-    seen: list[type[BaseException]] = []
-
-    async def work(item: int) -> None:
-        if item % 2:
-            raise make_exc()
-
-    async def on_error(exc: Exception, item: int) -> None:
-        seen.append(type(exc))
-
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=4, timeout=None)
-    with anyio.fail_after(GUARD):
-        async with queue:
-            await queue.start_workers(work, 2, on_error)
-            for i in range(20):
-                await queue.put(i)
-        await queue.join()
-    assert seen == [type(make_exc())] * 10
-    assert queue.metrics["errors"] == 10
-    assert queue.metrics["processed"] == 20
-    assert_settled(queue, accepted=20)
-
-
-async def test_error_handler_raising_every_time_does_not_stop_work() -> None:
-    async def work(item: int) -> None:
-        raise ValueError(item)
-
-    async def on_error(exc: Exception, item: int) -> None:
-        raise ExceptionGroup("handler", [RuntimeError(item)])
-
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=2, timeout=None)
-    with anyio.fail_after(GUARD):
-        async with queue:
-            await queue.start_workers(work, 1, on_error)
-            for i in range(10):
-                await queue.put(i)
-    assert queue.metrics["errors"] == 10
-    assert_settled(queue, accepted=10)
+FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
 
 
 # -- executor events that hang, fail or are cancelled -------------------------------

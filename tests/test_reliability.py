@@ -7,33 +7,24 @@ asyncio+uvloop and trio, except the native-cancellation ones, which need asyncio
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import pytest
-from fake_clock import FakeClock, all_blocked
+from fake_clock import all_blocked
 from support import (
     GUARD,
     asyncio_only,
-    delay_each,
-    get_one,
     stray_cancelled_error,
 )
 
 from sluicegate import (
-    BoundedQueue,
     Event,
     ExecutionStatus,
     Executor,
     QueueConfig,
     QueueStatus,
-    RateLimiter,
-    RetryPolicy,
     StrayCancellationError,
-    WorkQueue,
 )
 
 FAST = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)
@@ -170,149 +161,3 @@ async def test_an_event_refused_on_backpressure_may_be_put_again() -> None:
             gate.set()
             assert await executor.put(third, timeout=None)
     assert len(executor.completed_events) == 3
-
-
-# -- 12. any callable is a worker function ------------------------------------------
-
-
-def plain_decorator(func: Callable[[int], Awaitable[None]]) -> Callable[[int], Any]:
-    @functools.wraps(func)
-    def wrapper(item: int) -> Any:
-        return func(item)
-
-    return wrapper
-
-
-@plain_decorator
-async def decorated(item: int) -> None:
-    await anyio.lowlevel.checkpoint()
-
-
-async def handle(item: int, factor: int) -> None:
-    await anyio.lowlevel.checkpoint()
-
-
-@pytest.mark.parametrize(
-    "func",
-    [lambda item: handle(item, 2), decorated],
-    ids=["lambda", "plain decorator"],
-)
-async def test_callables_returning_awaitables_are_accepted(
-    func: Callable[[int], Awaitable[None]],
-) -> None:
-    queue: WorkQueue[int] = WorkQueue()
-    with anyio.fail_after(GUARD):
-        await queue.batch_process(range(5), func, 2)
-    assert (queue.metrics["processed"], queue.metrics["errors"]) == (5, 0)
-
-
-def not_async(item: int) -> int:
-    return item * 2
-
-
-async def test_a_call_returning_no_awaitable_fails_the_item_clearly(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception, item: int) -> None:
-        errors.append(exc)
-
-    queue: WorkQueue[int] = WorkQueue()
-    with anyio.fail_after(GUARD), caplog.at_level(logging.WARNING, "sluicegate"):
-        await queue.batch_process(range(3), not_async, 1, on_error)  # type: ignore[arg-type]
-    assert queue.metrics["errors"] == 3
-    assert all(isinstance(exc, TypeError) for exc in errors)
-    assert "worker_func not_async returned int" in str(errors[0])
-    assert "not awaitable" in str(errors[0])
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "not_async" in warnings[0].getMessage()
-
-
-async def test_a_rate_limited_call_returning_no_awaitable_fails_clearly() -> None:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception, item: int) -> None:
-        errors.append(exc)
-
-    queue: WorkQueue[int] = WorkQueue(rate_limiter=RateLimiter(1e9))
-    with anyio.fail_after(GUARD):
-        await queue.batch_process(range(2), not_async, 1, on_error)  # type: ignore[arg-type]
-    assert len(errors) == 2
-    assert "worker_func not_async returned int" in str(errors[0])
-
-
-async def test_an_error_handler_returning_no_awaitable_is_logged_clearly(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def work(item: int) -> None:
-        raise ValueError(item)
-
-    def sync_handler(exc: Exception, item: int) -> None:
-        pass
-
-    queue: WorkQueue[int] = WorkQueue()
-    with anyio.fail_after(GUARD), caplog.at_level(logging.ERROR, "sluicegate"):
-        await queue.batch_process([1], work, 1, sync_handler)  # type: ignore[arg-type]
-    assert queue.metrics["errors"] == 1
-    assert "sync_handler returned NoneType" in caplog.text
-
-
-# -- the delay line's life: found by the stateful machine ------------------------------
-
-
-async def test_workers_without_a_policy_get_delayed_items_back() -> None:
-    clock = FakeClock()
-    calls: list[float] = []
-
-    async def fails_first(item: int) -> None:
-        calls.append(clock.current_time())
-        if len(calls) == 1:
-            raise ConnectionError
-
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            await queue.start()
-            policy = RetryPolicy(backoff=1, jitter=False)
-            await queue.start_workers(fails_first, 1, task_group=tg, retry=policy)
-            await queue.put(0)
-            await all_blocked()
-            await queue.stop_workers()
-            assert queue.delayed == 1
-            clock.advance(1.0)
-            await queue.start_workers(fails_first, 1, task_group=tg)  # no policy
-            await queue.join()
-            await queue.stop()
-    assert calls == [0.0, 1.0]
-    assert (queue.metrics["processed"], queue.delayed) == (1, 0)
-
-
-async def test_a_parked_get_receives_a_delayed_item_without_workers() -> None:
-    clock = FakeClock()
-    got: list[int] = []
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg, queue:
-            await delay_each(queue, 3)
-            tg.start_soon(get_one, queue, got)
-            await all_blocked()
-            clock.advance(1.0)  # the block's own task releases it to the get()
-    assert got == [3]
-    assert queue.metrics["processed"] == 1
-
-
-async def test_a_queue_started_again_in_its_block_still_releases_retries() -> None:
-    clock = FakeClock()
-    got: list[int] = []
-    queue: BoundedQueue[int] = BoundedQueue(maxsize=1, clock=clock)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg, queue:
-            await queue.stop(timeout=0)
-            await queue.start()  # again, inside the same block
-            await delay_each(queue, 4)
-            tg.start_soon(get_one, queue, got)
-            await all_blocked()
-            clock.advance(1.0)
-    assert got == [4]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 from unittest.mock import AsyncMock, create_autospec
 
@@ -166,30 +166,6 @@ async def test_batch_process_over_an_async_generator() -> None:
     assert sorted(seen) == list(range(50))
 
 
-async def test_batch_process_reads_lazily_with_backpressure() -> None:
-    """The producer never runs more than the buffer plus the items in hand ahead."""
-    produced = 0
-    ahead: list[int] = []
-
-    def numbers() -> Iterator[int]:
-        nonlocal produced
-        for i in range(200):
-            produced += 1
-            yield i
-
-    async def work(item: int) -> None:
-        ahead.append(produced - item)
-        await anyio.lowlevel.checkpoint()
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=5)
-    with anyio.fail_after(GUARD):
-        await queue.batch_process(numbers(), work, num_workers=2)
-    assert produced == 200
-    # Read ahead of the item being handled: at most the buffer, the other worker's
-    # item and the one item the producer holds while it waits for room.
-    assert max(ahead) <= 5 + 2 + 1
-
-
 async def test_batch_process_over_an_empty_iterable() -> None:
     queue: WorkQueue[int] = WorkQueue()
     with anyio.fail_after(GUARD):
@@ -314,39 +290,6 @@ async def test_two_batches_at_once_on_one_queue_are_refused() -> None:
                 await queue.batch_process(range(3), noop)
             release.set()
     assert queue.metrics["processed"] == 3
-
-
-class SourceError(Exception):
-    pass
-
-
-def failing_numbers() -> Iterator[int]:
-    yield 1
-    yield 2
-    raise SourceError("the source broke")
-
-
-async def failing_async_numbers() -> AsyncIterator[int]:
-    yield 1
-    yield 2
-    raise SourceError("the source broke")
-
-
-@pytest.mark.parametrize("source", [failing_numbers, failing_async_numbers])
-@pytest.mark.parametrize("inside", [False, True], ids=["on its own", "inside"])
-async def test_an_error_from_the_items_comes_out_as_raised(
-    source: Any, inside: bool
-) -> None:
-    queue: WorkQueue[int] = WorkQueue()
-    with anyio.fail_after(GUARD), pytest.raises(SourceError, match="broke"):
-        if inside:
-            async with queue:
-                await queue.batch_process(source(), noop)
-        else:
-            await queue.batch_process(source(), noop)
-    assert queue.status is QueueStatus.STOPPED
-    m = queue.metrics
-    assert m["enqueued"] == m["processed"] + len(queue.unprocessed) == 2
 
 
 async def test_work_queue_repr_is_its_queues() -> None:
