@@ -1,13 +1,14 @@
 # mypy: disable-error-code="comparison-overlap"
-"""Faults: whatever a worker, a handler or the caller throws, the books balance.
+"""Executor events that hang, fail or are cancelled from outside: each ends in one
+list, and the executor's queue ends STOPPED with every item processed or listed
+as unprocessed.
 
-In every case the queue ends STOPPED, join() returns, no task outlives its scope,
-and every item is processed or listed as unprocessed.
+The faults of worker functions and error handlers are in test_calls.py,
+test_guarantee_cancellation.py and test_guarantee_stop.py; these move beside
+the Executor's other tests when they are sorted.
 """
 
 from __future__ import annotations
-
-import sys
 
 import anyio
 from support import GUARD, assert_settled
@@ -18,9 +19,6 @@ from sluicegate import (
     Executor,
     QueueConfig,
 )
-
-if sys.version_info < (3, 11):
-    pass
 
 FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
 

@@ -1,10 +1,9 @@
-"""A stop under a running map or batch (issue 18, Deliver 1).
+"""A stop under an Executor's batch_process or completed(): nothing more is drawn,
+the batch returns and completed() ends normally, every event COMPLETED or
+CANCELLED.
 
-Once a stop begins nothing more is drawn from the source; the reader yields the
-outcome of every call that finished (success, failure, timeout) and then ends
-normally; items that never got one (buffered, cut by ``stop(timeout)``, read
-but never put) are in ``queue.unprocessed`` and counted in
-``results.unprocessed``. A batch returns after a stop instead of raising.
+The same for WorkQueue's map and batch_process is in test_guarantee_stop.py;
+these move beside the Executor's other tests when they are sorted.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from sluicegate import (
 )
 
 N = 100
-
 KINDS = ["plain", "async"]
 
 
@@ -49,6 +47,7 @@ class Gated(Job):
         await self.gate.wait()
 
 
+@pytest.mark.plan("issue 18: Deliver 1")
 @pytest.mark.parametrize("timeout", [None, 0])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_executor_batch_process_stopped_by_another_task_returns(
@@ -101,6 +100,7 @@ async def test_executor_batch_process_stopped_by_another_task_returns(
     assert_books(executor.queue)
 
 
+@pytest.mark.plan("issue 18: Deliver 1")
 @pytest.mark.parametrize("kind", KINDS)
 async def test_executor_completed_stopped_under_it_ends_normally(kind: str) -> None:
     gate = anyio.Event()
@@ -152,6 +152,7 @@ class Stopper(Job):
         await self.executor.stop()
 
 
+@pytest.mark.plan("issue 18: Deliver 1")
 async def test_executor_batch_process_stopped_by_an_event_returns() -> None:
     config = QueueConfig(
         queue_capacity=2, concurrency_limit=2, capacity_refresh_time=None

@@ -1,8 +1,10 @@
-"""Reliability, round 2: the edges where "nothing lost, never hangs" used to break.
+"""The Executor's edges: a stray CancelledError fails the event, and every event
+is counted through a cancelled stop, a forward, a repeat and backpressure.
 
-One section per promise; each test failed before its fix. They run on asyncio,
-asyncio+uvloop and trio, except the native-cancellation ones, which need asyncio's
-``CancelledError`` (trio's ``Cancelled`` cannot be raised by user code).
+The queue's edges from the same list (the R2 plan labels) are in the
+test_guarantee_*.py files and test_calls.py; these move beside the Executor's
+other tests when they are sorted. The stray-cancellation test runs on asyncio
+only: trio's ``Cancelled`` cannot be raised by user code.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ FAST = QueueConfig(queue_capacity=10, capacity_refresh_time=1e-6)
 T = TypeVar("T")
 
 
-# -- 1. a native CancelledError from a worker function is that item's failure ------
+# -- a stray CancelledError from an event is its failure (asyncio) -------------------
 
 
 class Leaky(Event):
@@ -46,6 +48,7 @@ class Leaky(Event):
         return "ok"
 
 
+@pytest.mark.plan("R2-1")
 @asyncio_only
 async def test_stray_cancelled_error_fails_the_event() -> None:
     events = [Leaky(leak=i == 2) for i in range(6)]
@@ -59,7 +62,7 @@ async def test_stray_cancelled_error_fails_the_event() -> None:
     assert executor.failed_events == [events[2]]
 
 
-# -- 7. executor status and counts -------------------------------------------------
+# -- every event counted: a cancelled stop, forward, repeats, backpressure ----------
 
 
 class Step(Event):
@@ -73,6 +76,7 @@ class Step(Event):
         return "ok"
 
 
+@pytest.mark.plan("R2-7")
 async def test_cancelled_executor_stop_marks_leftovers_cancelled() -> None:
     never = anyio.Event()
     hang = Step(never)
@@ -102,6 +106,7 @@ async def _cancel_when_blocked(scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
+@pytest.mark.plan("R2-7")
 async def test_event_being_forwarded_is_still_counted() -> None:
     gate = anyio.Event()
     executor = Executor(
@@ -126,6 +131,7 @@ async def test_event_being_forwarded_is_still_counted() -> None:
     assert [e.execution.status for e in events] == [ExecutionStatus.COMPLETED] * 3
 
 
+@pytest.mark.plan("R2-7")
 async def test_the_same_event_is_refused_a_second_time() -> None:
     executor = Executor(Step, FAST)
     event = Step()
@@ -145,6 +151,7 @@ async def test_the_same_event_is_refused_a_second_time() -> None:
             await Executor(Step, FAST).batch_process([Step(), event])
 
 
+@pytest.mark.plan("R2-7")
 async def test_an_event_refused_on_backpressure_may_be_put_again() -> None:
     gate = anyio.Event()
     executor = Executor(

@@ -1,7 +1,11 @@
-"""Retries through the queue, RetryAfter, item timeouts, and the failure log policy.
+"""RetryPolicy and RetryAfter on their own: the policy's checks, its delays and
+which errors it retries, and the Retry-After header; then the Executor's
+retries, item timeouts, pushback, start rate, history and completed().
 
-Every delay runs in virtual time: a FakeClock injected into the queue (and its
-rate limiter), with its autojump task, on asyncio, uvloop and trio alike.
+Retries through a queue and item timeouts are in test_calls.py; the Executor's
+tests here move beside its other tests when they are sorted. Every delay runs
+in virtual time: a FakeClock injected into the executor (and its rate limiter),
+with its autojump task, on asyncio, uvloop and trio alike.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # mypy: disable-error-code="comparison-overlap"
-"""WorkQueue: the plan's UT-16 to UT-19, process, and batch_process."""
+"""WorkQueue: built from its arguments or a QueueConfig, forwarding to its
+BoundedQueue, process, and batch_process."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from sluicegate import (
     WorkQueue,
 )
 
-# -- UT-16, UT-17, UT-19 ---------------------------------------------------------
+# -- construction, forwarding, async with ---------------------------------------------
 
 
-def test_initializes_with_given_parameters() -> None:  # UT-16
+@pytest.mark.plan("UT-16")
+def test_initializes_with_given_parameters() -> None:
     queue: WorkQueue[int] = WorkQueue(maxsize=50, timeout=0.5, concurrency_limit=5)
     assert isinstance(queue.queue, BoundedQueue)
     assert queue.maxsize == queue.queue.maxsize == 50
@@ -52,7 +54,8 @@ def test_constructor_validates_like_bounded_queue() -> None:
         WorkQueue(concurrency_limit=0)
 
 
-async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
+@pytest.mark.plan("UT-17")
+async def test_delegates_every_call_to_its_bounded_queue() -> None:
     work_queue: WorkQueue[str] = WorkQueue()
     mock = create_autospec(BoundedQueue, instance=True)
     replace_inner_queue(work_queue, mock)
@@ -80,7 +83,8 @@ async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
     assert work_queue.unprocessed is mock.unprocessed
 
 
-async def test_async_context_manager_starts_and_stops() -> None:  # UT-19
+@pytest.mark.plan("UT-19")
+async def test_async_context_manager_starts_and_stops() -> None:
     queue: WorkQueue[int] = WorkQueue()
     async with queue as entered:
         assert entered is queue
@@ -88,7 +92,8 @@ async def test_async_context_manager_starts_and_stops() -> None:  # UT-19
     assert queue.status is QueueStatus.STOPPED
 
 
-async def test_async_context_manager_delegates() -> None:  # UT-19, with a mock
+@pytest.mark.plan("UT-19")
+async def test_async_context_manager_delegates() -> None:
     work_queue: WorkQueue[int] = WorkQueue()
     mock = create_autospec(BoundedQueue, instance=True)
     mock.__aenter__ = AsyncMock(return_value=mock)
@@ -129,10 +134,11 @@ async def test_process_in_callers_task_group() -> None:
     assert sorted(seen) == list(range(10))
 
 
-# -- UT-18 and batch_process -----------------------------------------------------------
+# -- batch_process ---------------------------------------------------------------------
 
 
-async def test_batch_process_handles_a_list() -> None:  # UT-18
+@pytest.mark.plan("UT-18")
+async def test_batch_process_handles_a_list() -> None:
     seen: list[int] = []
 
     async def work(item: int) -> None:
@@ -259,9 +265,6 @@ async def test_batch_process_validates(
     assert queue.status is QueueStatus.IDLE
 
 
-# -- found in review ------------------------------------------------------------------
-
-
 async def test_batch_process_refuses_a_queue_that_already_has_workers() -> None:
     seen: list[str] = []
 
@@ -290,6 +293,9 @@ async def test_two_batches_at_once_on_one_queue_are_refused() -> None:
                 await queue.batch_process(range(3), noop)
             release.set()
     assert queue.metrics["processed"] == 3
+
+
+# -- forwarded to its BoundedQueue: repr, put_nowait, statistics ----------------------
 
 
 async def test_work_queue_repr_is_its_queues() -> None:
