@@ -1,7 +1,9 @@
-# mypy: disable-error-code="comparison-overlap"
-"""One call of a worker function: a failure counted, handed to the error
-handler and survived; what a callable may return; retries and their backoff;
-item timeouts."""
+"""One call of a worker function: its failure, its return, retries, timeouts.
+
+A failure is counted, handed to the error handler and survived; any callable
+returning an awaitable is a worker function; retries wait out their backoff;
+an item timeout cuts a call (the policy's own rules are in test_retry.py).
+"""
 
 from __future__ import annotations
 

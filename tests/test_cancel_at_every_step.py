@@ -1,7 +1,9 @@
-"""Cancelled at every step: put, get, stop, stop_workers, join, batch_process
-and the rate limiter's acquire are cancelled at the k-th scheduling step, for
-every k up to the step at which the operation completes; nothing is lost,
-repeated or left stuck afterwards."""
+"""Cancelled at every step: nothing lost, repeated or left stuck afterwards.
+
+put, get, stop, stop_workers, join, batch_process and the rate limiter's
+acquire are cancelled at the k-th scheduling step, for every k up to the step
+at which the operation completes.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-# mypy: disable-error-code="comparison-overlap"
-"""FailureLog: a failure no error handler took is logged, one traceback per
-type, then counted, so that a storm of failures cannot flood the log."""
+"""FailureLog: failures no handler took are logged, one traceback per type.
+
+After the first traceback of a type, failures are counted, so that a storm of
+them cannot flood the log.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +12,7 @@ import anyio
 import pytest
 from support import GUARD
 
-from sluicegate import (
-    BoundedQueue,
-    WorkQueue,
-)
+from sluicegate import BoundedQueue, WorkQueue
 
 
 async def test_errors_without_handler_are_logged(

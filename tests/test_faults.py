@@ -1,11 +1,9 @@
-# mypy: disable-error-code="comparison-overlap"
-"""Executor events that hang, fail or are cancelled from outside: each ends in one
-list, and the executor's queue ends STOPPED with every item processed or listed
-as unprocessed.
+"""Executor events that hang, fail or are cancelled: each ends in one list.
 
-The faults of worker functions and error handlers are in test_calls.py,
-test_guarantee_cancellation.py and test_guarantee_stop.py; these move beside
-the Executor's other tests when they are sorted.
+The executor's queue ends STOPPED with every item processed or listed as
+unprocessed. The faults of worker functions and error handlers are in
+test_calls.py, test_guarantee_cancellation.py and test_guarantee_stop.py; these
+move beside the Executor's other tests when they are sorted.
 """
 
 from __future__ import annotations
@@ -13,12 +11,7 @@ from __future__ import annotations
 import anyio
 from support import GUARD, assert_settled
 
-from sluicegate import (
-    Event,
-    ExecutionStatus,
-    Executor,
-    QueueConfig,
-)
+from sluicegate import Event, ExecutionStatus, Executor, QueueConfig
 
 FAST = QueueConfig(queue_capacity=8, capacity_refresh_time=1e-6, concurrency_limit=2)
 

@@ -1,7 +1,8 @@
-# mypy: disable-error-code="comparison-overlap"
-"""feed: a batch's or a map's source read lazily, as room in the queue and the
-reader ask; an error from the source comes out as raised, after the items read
-before it are run."""
+"""feed: a batch's or a map's source, read lazily, its errors raised as they are.
+
+The source is read as room in the queue and the reader ask; an error from it
+comes out as raised, after the items read before it are run.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ import pytest
 from fake_clock import all_blocked
 from support import GUARD, Source, assert_books, double, noop
 
-from sluicegate import (
-    QueueStatus,
-    WorkQueue,
-)
+from sluicegate import QueueStatus, WorkQueue
 
 # -- read lazily, with backpressure ----------------------------------------------------
 

@@ -1,6 +1,9 @@
-# mypy: disable-error-code="comparison-overlap"
-"""The books: every accepted item is accounted for at every moment, and
-processed once, at its final outcome (docs/guarantees.rst, "The books")."""
+"""The books: every accepted item is accounted for, and processed once, at its end.
+
+``enqueued == processed + size + in_flight + delayed + unprocessed`` at every
+moment; an item is processed at its final outcome, once its error handler has
+returned (docs/guarantees.rst, "The books").
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,9 @@ import anyio
 import attrs
 import pytest
 from fake_clock import FakeClock, all_blocked
-from support import (
-    GUARD,
-    assert_books,
-)
+from support import GUARD, assert_books
 
-from sluicegate import (
-    BoundedQueue,
-    QueueStatistics,
-    RetryPolicy,
-)
+from sluicegate import BoundedQueue, QueueStatistics, RetryPolicy
 
 # -- the books balance at every moment -------------------------------------------------
 

@@ -1,8 +1,10 @@
-# mypy: disable-error-code="comparison-overlap"
-"""Cancellation: put and get are atomic, an item cancelled in hand is
-unprocessed, a stray CancelledError is a failure, BaseExceptions propagate with
-the books balanced, and a cancelled batch loses nothing it read
-(docs/guarantees.rst, "Cancellation")."""
+"""Cancellation: atomic put and get, unprocessed items, stray CancelledErrors.
+
+put and get are atomic; an item cancelled while being handled is unprocessed; a
+stray CancelledError is the item's failure; KeyboardInterrupt, SystemExit and
+other BaseExceptions propagate with the books balanced; a cancelled batch lists
+every item it read (docs/guarantees.rst, "Cancellation").
+"""
 
 from __future__ import annotations
 
@@ -25,12 +27,7 @@ from support import (
     stray_cancelled_error,
 )
 
-from sluicegate import (
-    BoundedQueue,
-    QueueStatus,
-    StrayCancellationError,
-    WorkQueue,
-)
+from sluicegate import BoundedQueue, QueueStatus, StrayCancellationError, WorkQueue
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

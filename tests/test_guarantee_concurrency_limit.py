@@ -1,7 +1,9 @@
-# mypy: disable-error-code="comparison-overlap"
-"""concurrency_limit caps the items handled at once across all workers; a
-change holds once the setter returns, and items waiting for a retry hold no
-slot (docs/guarantees.rst, "Concurrency limit")."""
+"""concurrency_limit caps the items handled at once, across all workers.
+
+A change holds once the setter returns; a worker with no free slot stays
+parked; items waiting for a retry hold no slot (docs/guarantees.rst,
+"Concurrency limit").
+"""
 
 from __future__ import annotations
 
@@ -22,11 +24,7 @@ from support import (
     workers_looking,
 )
 
-from sluicegate import (
-    BoundedQueue,
-    RetryPolicy,
-    WorkQueue,
-)
+from sluicegate import BoundedQueue, RetryPolicy, WorkQueue
 from sluicegate._waiters import WaiterLine
 
 # -- the limit caps the items in hand --------------------------------------------------

@@ -1,26 +1,19 @@
-# mypy: disable-error-code="comparison-overlap"
-"""Who is served first: items in the order they were put (a retry back at the
-front), producers and get() callers in the order they came (get() callers
-before idle workers), idle workers the most recent first and woken a few at a
-time (docs/guarantees.rst, "Who is served first")."""
+"""Who is served first: items, producers and get() callers in turn; workers LIFO.
+
+Items leave in the order they were put (a retry back at the front); producers
+and get() callers are served in the order they came, get() callers before idle
+workers; idle workers the most recent first, woken a few at a time
+(docs/guarantees.rst, "Who is served first").
+"""
 
 from __future__ import annotations
 
 import anyio
 import pytest
 from fake_clock import FakeClock, all_blocked
-from support import (
-    GUARD,
-    delay_each,
-    get_one,
-    virtual_time,
-)
+from support import GUARD, delay_each, get_one, virtual_time
 
-from sluicegate import (
-    BoundedQueue,
-    RetryPolicy,
-    WorkQueue,
-)
+from sluicegate import BoundedQueue, RetryPolicy, WorkQueue
 
 # -- items: first in, first out; a retry goes back to the front ------------------------
 

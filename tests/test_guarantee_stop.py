@@ -1,8 +1,11 @@
 # mypy: disable-error-code="comparison-overlap"
-"""What stop does: new puts refused and waiters woken, busy workers finish
-(or are cancelled after the timeout), what is left is listed; one stop shared by
-every caller; leaving ``async with``; a stop under a map or a batch
-(docs/guarantees.rst, "What stop does")."""
+"""What stop does: refuse, wake, let busy workers finish, list what is left.
+
+New puts are refused and waiters woken; busy workers finish, or are cancelled
+after the timeout; one stop is shared by every caller; leaving ``async with``;
+a stop under a map or a batch loses no outcome (docs/guarantees.rst, "What stop
+does").
+"""
 
 from __future__ import annotations
 

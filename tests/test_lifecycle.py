@@ -1,7 +1,7 @@
-# mypy: disable-error-code="comparison-overlap"
-"""BoundedQueue's life: construction and properties, start and stop as states,
-starting again, join, and the repr (what stop does is in
-test_guarantee_stop.py)."""
+"""BoundedQueue's life: construction, its states, starting again, join, repr.
+
+What stop does to the items and the tasks is in test_guarantee_stop.py.
+"""
 
 from __future__ import annotations
 

@@ -11,11 +11,7 @@ import pytest
 from fake_clock import FakeClock
 from support import GUARD, Source, assert_books, double
 
-from sluicegate import (
-    QueueStateError,
-    RetryPolicy,
-    WorkQueue,
-)
+from sluicegate import QueueStateError, RetryPolicy, WorkQueue
 
 
 async def test_every_outcome_pairs_an_item_with_its_value() -> None:

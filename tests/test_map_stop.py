@@ -1,9 +1,9 @@
-"""A stop under an Executor's batch_process or completed(): nothing more is drawn,
-the batch returns and completed() ends normally, every event COMPLETED or
-CANCELLED.
+"""A stop under an Executor's batch_process or completed(): nothing is lost.
 
-The same for WorkQueue's map and batch_process is in test_guarantee_stop.py;
-these move beside the Executor's other tests when they are sorted.
+Nothing more is drawn, the batch returns and completed() ends normally, every
+event COMPLETED or CANCELLED. The same for WorkQueue's map and batch_process is
+in test_guarantee_stop.py; these move beside the Executor's other tests when
+they are sorted.
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ from books import assert_books
 from fake_clock import all_blocked
 from support import GUARD, set_when_blocked
 
-from sluicegate import (
-    Event,
-    ExecutionStatus,
-    Executor,
-    QueueConfig,
-)
+from sluicegate import Event, ExecutionStatus, Executor, QueueConfig
 
 N = 100
 KINDS = ["plain", "async"]

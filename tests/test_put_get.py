@@ -1,7 +1,7 @@
-# mypy: disable-error-code="comparison-overlap"
-"""put, get and task_done, and their nowait forms: what each returns, waits
-for and refuses (what a cancelled put or get does is in
-test_guarantee_cancellation.py)."""
+"""put, get, task_done and their nowait forms: what each returns and waits for.
+
+What a cancelled put or get does is in test_guarantee_cancellation.py.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +12,7 @@ import pytest
 from fake_clock import all_blocked
 from support import GUARD, assert_books
 
-from sluicegate import (
-    BoundedQueue,
-    QueueStateError,
-    WorkQueue,
-)
+from sluicegate import BoundedQueue, QueueStateError, WorkQueue
 
 # -- put: accepted, or refused on backpressure -----------------------------------------
 

@@ -1,10 +1,11 @@
-"""The Executor's edges: a stray CancelledError fails the event, and every event
-is counted through a cancelled stop, a forward, a repeat and backpressure.
+"""The Executor's edges: a stray CancelledError, and every event counted.
 
-The queue's edges from the same list (the R2 plan labels) are in the
-test_guarantee_*.py files and test_calls.py; these move beside the Executor's
-other tests when they are sorted. The stray-cancellation test runs on asyncio
-only: trio's ``Cancelled`` cannot be raised by user code.
+A stray CancelledError fails the event; a cancelled stop, a forward, a repeat
+and backpressure leave every event counted. The queue's edges from the same
+list (the R2 plan labels) are in the test_guarantee_*.py files and
+test_calls.py; these move beside the Executor's other tests when they are
+sorted. The stray-cancellation test runs on asyncio only: trio's ``Cancelled``
+cannot be raised by user code.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from typing import TypeVar
 import anyio
 import pytest
 from fake_clock import all_blocked
-from support import (
-    GUARD,
-    asyncio_only,
-    stray_cancelled_error,
-)
+from support import GUARD, asyncio_only, stray_cancelled_error
 
 from sluicegate import (
     Event,

@@ -1,5 +1,7 @@
-"""Outcome: how one item's handling ended, its repr and unwrap (the order and
-window in which WorkQueue.map yields outcomes are in test_map.py)."""
+"""Outcome: how one item's handling ended, its repr and unwrap.
+
+The order and window in which WorkQueue.map yields outcomes are in test_map.py.
+"""
 
 from __future__ import annotations
 

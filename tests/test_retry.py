@@ -1,11 +1,11 @@
-"""RetryPolicy and RetryAfter on their own: the policy's checks, its delays and
-which errors it retries, and the Retry-After header; then the Executor's
-retries, item timeouts, pushback, start rate, history and completed().
+"""RetryPolicy and RetryAfter on their own, and the Executor's retries.
 
-Retries through a queue and item timeouts are in test_calls.py; the Executor's
-tests here move beside its other tests when they are sorted. Every delay runs
-in virtual time: a FakeClock injected into the executor (and its rate limiter),
-with its autojump task, on asyncio, uvloop and trio alike.
+The policy's checks, its delays and which errors it retries, the Retry-After
+header; then the Executor's retries, item timeouts, pushback, start rate,
+history and completed(). Retries through a queue and item timeouts are in
+test_calls.py; the Executor's tests here move beside its other tests when they
+are sorted. Every delay runs in virtual time: a FakeClock injected into the
+executor (and its rate limiter), with its autojump task, on every backend.
 """
 
 from __future__ import annotations

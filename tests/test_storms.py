@@ -1,13 +1,12 @@
-"""Storms: many tasks at random moments, cancelled or timed out at random,
-against the queue, its stops and the rate limiter: no item is lost or repeated,
-every bound holds, and nothing is left waiting.
+"""Storms: tasks cancelled or timed out at random lose and repeat nothing.
 
-The storms of producers run many seeds on every backend: producers whose scopes
-expire at random (tiny put timeouts, short move_on_after deadlines) while
-workers drain the queue. The soak pushes 200,000 items through 200 workers with
-1% failures while producers are cancelled at random. Both check, item by item,
-that every item for which put returned True was handled exactly once and that
-no other item was handled at all.
+Against the queue, its stops and the rate limiter: no item is lost or repeated,
+every bound holds, and nothing is left waiting. The storms of producers run
+many seeds on every backend: producers whose scopes expire at random (tiny put
+timeouts, short move_on_after deadlines) while workers drain the queue. The
+soak pushes 200,000 items through 200 workers with 1% failures while producers
+are cancelled at random. Both check, item by item, that every item for which
+put returned True was handled exactly once and that no other item was handled.
 """
 
 from __future__ import annotations

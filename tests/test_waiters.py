@@ -1,4 +1,7 @@
-"""WaiterLine: the order it serves in, what a leaver costs, lost wake-ups."""
+"""WaiterLine: the order it serves in, what a leaver costs, lost wake-ups.
+
+And random park, cancel and wake sequences, and compaction, that keep its count.
+"""
 
 from __future__ import annotations
 

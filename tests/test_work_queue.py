@@ -1,6 +1,5 @@
 # mypy: disable-error-code="comparison-overlap"
-"""WorkQueue: built from its arguments or a QueueConfig, forwarding to its
-BoundedQueue, process, and batch_process."""
+"""WorkQueue: built from its arguments or a QueueConfig; forwarding; process; batch."""
 
 from __future__ import annotations
 

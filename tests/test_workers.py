@@ -1,11 +1,9 @@
-# mypy: disable-error-code="comparison-overlap"
-"""Workers: start_workers and where its workers run, idle workers that park
-instead of polling, and the reserve: of the workers one call asks for, the
-first `WorkerPool.EAGER` start at once and the rest as items need them.
+"""Workers: start_workers, idle workers that park, and the reserve.
 
-test_storms.py's storm of bursts and cancelled groups also runs with a
-reserve from the second worker on, so that the on-demand start is exercised
-under cancellation, limit changes and stops.
+Of the workers one call asks for, the first `WorkerPool.EAGER` start at once
+and the rest as items need them. test_storms.py's storm of bursts and cancelled
+groups also runs with a reserve from the second worker on, so that the
+on-demand start is exercised under cancellation, limit changes and stops.
 """
 
 from __future__ import annotations
