@@ -7,6 +7,8 @@ fails its ``fail_after`` guard at once instead.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,3 +23,14 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if request.param == "asyncio+uvloop":
         return "asyncio", {"loop_factory": uvloop.new_event_loop}
     return "trio", {"clock": MockClock(autojump_threshold=0)}
+
+
+@pytest.fixture
+def quiet_worker_errors() -> Iterator[None]:
+    """Keep the sluicegate log quiet meanwhile: for attacks that make workers fail
+    on purpose (``pytest.mark.usefixtures("quiet_worker_errors")``)."""
+    logger = logging.getLogger("sluicegate")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)

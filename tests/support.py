@@ -10,38 +10,73 @@ module's names directly.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
+import uvloop
 from books import assert_books
+from fake_clock import FakeClock, all_blocked
+from trio.testing import MockClock
 
 import sluicegate._queue
-from sluicegate import BoundedQueue, Event, QueueStatus, RateLimiter, WorkQueue
+from sluicegate import (
+    BoundedQueue,
+    Event,
+    QueueStatus,
+    RateLimiter,
+    RetryPolicy,
+    WorkQueue,
+)
 from sluicegate._waiters import _COMPACT_AFTER, WaiterLine, _Waiter
 
 __all__ = [
     "GUARD",
+    "NO_JITTER",
+    "SEEDS",
+    "SWEEP_LIMIT",
+    "Recorder",
+    "Source",
     "assert_books",
+    "assert_settled",
+    "asyncio_only",
+    "cancel_after",
+    "cancel_at",
     "check_limiter_free",
     "check_line_compact",
     "check_line_idle",
     "check_nothing_lost",
+    "checkpoint_step",
     "claimed_by_an_executor",
+    "clock_step",
+    "delay_each",
+    "double",
+    "get_one",
     "getters_line",
     "idle_workers_line",
+    "ignore",
+    "in_virtual_time",
     "line_entries",
     "lost_wake",
     "noop",
     "patch_worker_checkpoint",
     "producers_line",
+    "put_all",
     "replace_inner_queue",
+    "run_cancelled",
+    "run_on",
+    "set_when_blocked",
     "slot_count",
     "slots_in_use",
+    "stray_cancelled_error",
+    "sweep",
     "take_at",
     "taken_by_get",
+    "virtual_time",
     "workers_in_reserve",
     "workers_looking",
     "workers_starting",
@@ -201,3 +236,208 @@ def lost_wake(queue: BoundedQueue[Any]) -> str | None:
     if idle and slots_in_use(queue) < slot_count(queue):
         return f"size={queue.size} with {idle} idle workers (parked or in reserve)"
     return None
+
+
+# -- workers, handlers and sources ----------------------------------------------------
+
+
+async def ignore(exc: Exception, item: object) -> None:
+    """An error handler that takes every failure and does nothing with it."""
+
+
+async def double(item: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return item * 2
+
+
+async def get_one(queue: BoundedQueue[int], got: list[int]) -> None:
+    got.append(await queue.get())
+    queue.task_done()
+
+
+async def put_all(queue: BoundedQueue[int], items: range, accepted: set[int]) -> None:
+    for item in items:
+        if await queue.put(item):
+            accepted.add(item)
+
+
+async def set_when_blocked(event: anyio.Event) -> None:
+    await all_blocked()
+    event.set()
+
+
+class Recorder(Iterator[int]):
+    """An iterator over range(n) that remembers what was drawn from it."""
+
+    def __init__(self, n: int) -> None:
+        self._items = iter(range(n))
+        self.drawn: list[int] = []
+
+    def __next__(self) -> int:
+        item = next(self._items)
+        self.drawn.append(item)
+        return item
+
+
+class Source(Iterator[int]):
+    """range(n), remembering how many items were drawn."""
+
+    def __init__(self, n: int) -> None:
+        self._items = iter(range(n))
+        self.drawn = 0
+
+    def __next__(self) -> int:
+        item = next(self._items)
+        self.drawn += 1
+        return item
+
+
+def assert_settled(queue: BoundedQueue[Any], accepted: int | None = None) -> None:
+    """STOPPED, no workers, and every accepted item processed or unprocessed."""
+    m = queue.metrics
+    assert queue.status is QueueStatus.STOPPED
+    assert queue.worker_count == 0
+    assert queue.size == 0
+    assert m["in_flight"] == 0
+    assert m["enqueued"] == m["processed"] + len(queue.unprocessed)
+    if accepted is not None:
+        assert m["enqueued"] == accepted
+
+
+# -- retries in virtual time ----------------------------------------------------------
+
+NO_JITTER = RetryPolicy(attempts=3, backoff=1.0, multiplier=2.0, jitter=False)
+
+
+@asynccontextmanager
+async def virtual_time() -> AsyncIterator[FakeClock]:
+    clock = FakeClock()
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            yield clock
+            tg.cancel_scope.cancel()
+
+
+async def delay_each(queue: BoundedQueue[int], *items: int) -> None:
+    """Put ``items`` through one worker whose calls all fail, under a policy
+    that retries after 1 s, then end the worker: the items wait in the delay
+    line, all due at the same moment."""
+
+    async def fails(item: int) -> None:
+        raise ConnectionError
+
+    await queue.start_workers(fails, 1, retry=RetryPolicy(backoff=1, jitter=False))
+    for item in items:
+        await queue.put(item)
+    await all_blocked()
+    await queue.stop_workers()
+
+
+# -- backends -------------------------------------------------------------------------
+
+asyncio_only = pytest.mark.parametrize(
+    "anyio_backend",
+    [("asyncio", {}), ("asyncio", {"loop_factory": uvloop.new_event_loop})],
+    ids=["asyncio", "asyncio+uvloop"],
+)
+
+
+async def stray_cancelled_error() -> None:
+    """Raise CancelledError the way `await some_cancelled_task` does."""
+    task = asyncio.ensure_future(asyncio.sleep(10))
+    await asyncio.sleep(0)
+    task.cancel()
+    await task
+
+
+def run_on(backend: str, func: Callable[[], Any]) -> None:
+    """anyio.run on one of the three backends (for tests that must run it)."""
+    if backend == "trio":
+        clock = MockClock(autojump_threshold=0)
+        anyio.run(func, backend="trio", backend_options={"clock": clock})
+    elif backend == "asyncio+uvloop":
+        options = {"loop_factory": uvloop.new_event_loop}
+        anyio.run(func, backend="asyncio", backend_options=options)
+    else:
+        anyio.run(func, backend="asyncio")
+
+
+# -- cancelling at the k-th step, and virtual time ------------------------------------
+
+#: A cancellation sweep gives up (and fails) if the operation has not completed
+#: after this many steps.
+SWEEP_LIMIT = 200
+#: The seeds of the randomised attacks.
+SEEDS = range(8)
+
+
+async def checkpoint_step() -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+def clock_step(clock: FakeClock, seconds: float) -> Callable[[], Awaitable[None]]:
+    """A step that moves ``clock`` on by ``seconds``, then yields once.
+
+    For operations that wait on a clock: a virtual one that steps with the
+    sweep (trio's autojump never fires while the cancelling task runs).
+    """
+
+    async def step() -> None:
+        clock.advance(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    return step
+
+
+async def cancel_at(
+    clock: FakeClock, deadline: float, scope: anyio.CancelScope
+) -> None:
+    """Cancel ``scope`` once ``clock`` reaches ``deadline``: a virtual timeout."""
+    await clock.sleep_until(deadline)
+    scope.cancel()
+
+
+async def in_virtual_time(
+    clock: FakeClock, operation: Callable[[], Awaitable[object]]
+) -> None:
+    """Await ``operation()`` while ``clock`` jumps ahead whenever all wait."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(clock.autojump)
+        await operation()
+        tg.cancel_scope.cancel()
+
+
+async def cancel_after(
+    k: int, scope: anyio.CancelScope, step: Callable[[], Awaitable[None]]
+) -> None:
+    for _ in range(k):
+        await step()
+    scope.cancel()
+
+
+async def run_cancelled(
+    k: int,
+    target: Callable[[], Awaitable[object]],
+    step: Callable[[], Awaitable[None]] = checkpoint_step,
+) -> bool:
+    """Run ``target`` in a scope cancelled after ``k`` steps; True if it completed."""
+    completed = False
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
+            tg.start_soon(cancel_after, k, scope, step)
+            await target()
+            completed = True
+        tg.cancel_scope.cancel()
+    return completed
+
+
+async def sweep(attack: Callable[[int], Awaitable[bool]]) -> None:
+    """Run ``attack(k)`` for k = 0, 1, 2, ... until the operation it cancels at
+    step k completes first: a cancellation at every step the operation takes.
+    """
+    for k in range(SWEEP_LIMIT):
+        with anyio.fail_after(GUARD):
+            if await attack(k):
+                return
+    raise AssertionError(f"not completed after {SWEEP_LIMIT} steps")

@@ -1,4 +1,4 @@
-"""QueueConfig: defaults, validation (UT-20, UT-21, UT-22), immutability, evolve."""
+"""QueueConfig: defaults, validation, immutability, evolve."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_is_frozen() -> None:
         config.queue_capacity = 5  # type: ignore[misc]
 
 
-# UT-20, UT-21, UT-22: out-of-range values raise ValueError naming field and value.
+@pytest.mark.plan("UT-20", "UT-21", "UT-22")
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from fake_clock import FakeClock, all_blocked
-from support import GUARD, assert_books
+from fake_clock import FakeClock
+from support import GUARD, Source, assert_books, double
 
-from sluicegate import (
-    Outcome,
-    QueueStateError,
-    RetryPolicy,
-    WorkQueue,
-)
-
-
-class Source(Iterator[int]):
-    """range(n), remembering how many items were drawn."""
-
-    def __init__(self, n: int) -> None:
-        self._items = iter(range(n))
-        self.drawn = 0
-
-    def __next__(self) -> int:
-        item = next(self._items)
-        self.drawn += 1
-        return item
-
-
-async def double(item: int) -> int:
-    await anyio.lowlevel.checkpoint()
-    return item * 2
+from sluicegate import QueueStateError, RetryPolicy, WorkQueue
 
 
 async def test_every_outcome_pairs_an_item_with_its_value() -> None:
@@ -176,20 +153,6 @@ async def test_leaving_early_cancels_the_rest_and_accounts_for_every_item() -> N
     assert_books(queue.queue)
 
 
-async def test_a_slow_reader_slows_the_feed() -> None:
-    source = Source(1_000)
-    queue: WorkQueue[int] = WorkQueue(maxsize=4)
-    with anyio.fail_after(GUARD):
-        async with queue.map(double, source, num_workers=2, window=10) as results:
-            first = await results.__anext__()
-            await all_blocked()
-            # one yielded, 10 in the window, and one the feed holds, waiting
-            assert source.drawn <= 1 + 10 + 1
-            assert first.ok
-            count = 1 + len([o async for o in results])
-    assert count == 1_000
-
-
 async def test_outcomes_carry_attempts_and_duration() -> None:
     clock = FakeClock()
     calls: dict[int, int] = {}
@@ -255,152 +218,6 @@ def test_map_validates_its_arguments(
 def test_map_refuses_a_non_iterable() -> None:
     with pytest.raises(TypeError, match="items must be an iterable"):
         WorkQueue[int]().map(double, 5)  # type: ignore[arg-type]
-
-
-def test_outcome_repr_and_unwrap() -> None:
-    good: Outcome[int, str] = Outcome(1, "x", None, 1, 0.5)
-    bad: Outcome[int, str] = Outcome(2, None, KeyError("k"), 3, 1.0)
-    assert good.unwrap() == "x"
-    assert "value='x'" in repr(good)
-    assert "error=KeyError('k')" in repr(bad)
-    with pytest.raises(KeyError):
-        bad.unwrap()
-
-
-@pytest.mark.parametrize("kind", ["plain", "async"])
-async def test_an_error_from_the_items_comes_out_of_the_block(kind: str) -> None:
-    def plain() -> Iterator[int]:
-        yield from range(5)
-        raise LookupError("the source broke")
-
-    async def asynchronous() -> AsyncIterator[int]:
-        for i in plain():
-            yield i
-
-    items: Any = plain() if kind == "plain" else asynchronous()
-    queue: WorkQueue[int] = WorkQueue(maxsize=2)
-    seen: list[int] = []
-    with anyio.fail_after(GUARD), pytest.raises(LookupError, match="the source broke"):
-        async with queue.map(double, items) as results:
-            async for outcome in results:
-                seen.append(outcome.item)
-    m = queue.metrics
-    assert m["enqueued"] == 5
-    assert m["processed"] + m["unprocessed"] == 5
-    assert_books(queue.queue)
-
-
-async def test_a_plain_iterable_is_read_only_as_the_reader_asks() -> None:
-    source = Source(1_000)
-    queue: WorkQueue[int] = WorkQueue(maxsize=8)
-    with anyio.fail_after(GUARD):
-        async with queue.map(double, source, num_workers=2, window=20) as results:
-            assert source.drawn == 0  # nothing read before the first outcome is asked
-            await results.__anext__()
-            assert source.drawn <= 20
-            rest = [o async for o in results]
-    assert len(rest) == 999
-    assert source.drawn == 1_000
-
-
-@pytest.mark.parametrize("ordered", [False, True])
-async def test_a_few_items_through_a_large_queue_all_come_back(ordered: bool) -> None:
-    # The reader tops a large queue up in chunks; with fewer items than one
-    # chunk it must still put them before it waits for their outcomes.
-    queue: WorkQueue[int] = WorkQueue(maxsize=1_000)
-    with anyio.fail_after(GUARD):
-        async with queue.map(double, range(5), ordered=ordered) as results:
-            values = [outcome.unwrap() async for outcome in results]
-    assert sorted(values) == [0, 2, 4, 6, 8]
-
-
-async def test_a_slow_worker_is_topped_up_before_the_reader_waits() -> None:
-    """The reader fills the queue before it first waits, though that is less
-    than one chunk of its reading: every worker has an item meanwhile."""
-    source = Source(200)
-    busy: list[int] = []
-    release = anyio.Event()
-
-    async def slow(item: int) -> int:
-        busy.append(item)
-        await release.wait()
-        return item
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=64)
-    with anyio.fail_after(GUARD):
-        async with queue.map(slow, source, num_workers=4) as results:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(results.__anext__)
-                await all_blocked()
-                assert len(busy) == 4  # each worker took an item
-                assert source.drawn == 64  # the queue was filled before waiting
-                release.set()
-            rest = [o async for o in results]
-    assert len(rest) == 199
-
-
-async def test_a_queue_stopped_under_a_map_loses_no_drawn_item() -> None:
-    """Another task stops the queue while the reader reads a plain iterable:
-    the reader ends normally, and every item it drew is processed (with its
-    outcome yielded) or listed as unprocessed."""
-    source = Source(1_000)
-    queue: WorkQueue[int] = WorkQueue(maxsize=16)
-    outcomes = 0
-    with anyio.fail_after(GUARD):
-        async with queue.map(double, source, num_workers=2) as results:
-            async for _ in results:
-                outcomes += 1
-                if outcomes == 20:
-                    await queue.stop()
-    assert 20 <= queue.metrics["processed"] < 1_000
-    assert outcomes == queue.metrics["processed"]
-    assert source.drawn == queue.metrics["processed"] + len(queue.unprocessed)
-    assert queue.metrics["enqueued"] == source.drawn
-    assert results.stopped
-    assert results.unprocessed == len(queue.unprocessed)
-
-
-@pytest.mark.parametrize("ordered", [False, True])
-async def test_the_reader_draws_nothing_from_a_stopped_queues_source(
-    ordered: bool,
-) -> None:
-    """Once the queue is stopped, the reader ends without reading another item
-    of a plain iterable (none is drawn only to be listed as unprocessed)."""
-    source = Source(1_000)
-    queue: WorkQueue[int] = WorkQueue(maxsize=16)
-    drawn_at_stop = -1
-    with anyio.fail_after(GUARD):
-        async with queue.map(double, source, num_workers=2, ordered=ordered) as results:
-            async for _ in results:
-                if drawn_at_stop < 0:
-                    await queue.stop()
-                    drawn_at_stop = source.drawn
-    assert source.drawn == drawn_at_stop
-    assert source.drawn == queue.metrics["processed"] + len(queue.unprocessed)
-
-
-@pytest.mark.parametrize("ordered", [False, True])
-async def test_items_read_before_the_source_fails_mid_chunk_are_run(
-    ordered: bool,
-) -> None:
-    """The reader tops a large queue up in chunks; a source that fails in the
-    middle of one has its items read so far put and run, then the error comes
-    out of the block."""
-
-    def failing() -> Iterator[int]:
-        yield from range(5)
-        raise LookupError("the source broke")
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=64)
-    seen: list[int] = []
-    with anyio.fail_after(GUARD), pytest.raises(LookupError, match="source broke"):
-        async with queue.map(double, failing(), ordered=ordered) as results:
-            async for outcome in results:
-                seen.append(outcome.unwrap())
-    m = queue.metrics
-    assert m["enqueued"] == 5
-    assert m["processed"] + m["unprocessed"] == 5
-    assert_books(queue.queue)
 
 
 @pytest.mark.parametrize("ordered", [False, True])

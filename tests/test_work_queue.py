@@ -1,10 +1,10 @@
 # mypy: disable-error-code="comparison-overlap"
-"""WorkQueue: the plan's UT-16 to UT-19, process, and batch_process."""
+"""WorkQueue: built from its arguments or a QueueConfig; forwarding; process; batch."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 from unittest.mock import AsyncMock, create_autospec
 
@@ -20,10 +20,11 @@ from sluicegate import (
     WorkQueue,
 )
 
-# -- UT-16, UT-17, UT-19 ---------------------------------------------------------
+# -- construction, forwarding, async with ---------------------------------------------
 
 
-def test_initializes_with_given_parameters() -> None:  # UT-16
+@pytest.mark.plan("UT-16")
+def test_initializes_with_given_parameters() -> None:
     queue: WorkQueue[int] = WorkQueue(maxsize=50, timeout=0.5, concurrency_limit=5)
     assert isinstance(queue.queue, BoundedQueue)
     assert queue.maxsize == queue.queue.maxsize == 50
@@ -52,7 +53,8 @@ def test_constructor_validates_like_bounded_queue() -> None:
         WorkQueue(concurrency_limit=0)
 
 
-async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
+@pytest.mark.plan("UT-17")
+async def test_delegates_every_call_to_its_bounded_queue() -> None:
     work_queue: WorkQueue[str] = WorkQueue()
     mock = create_autospec(BoundedQueue, instance=True)
     replace_inner_queue(work_queue, mock)
@@ -80,7 +82,8 @@ async def test_delegates_every_call_to_its_bounded_queue() -> None:  # UT-17
     assert work_queue.unprocessed is mock.unprocessed
 
 
-async def test_async_context_manager_starts_and_stops() -> None:  # UT-19
+@pytest.mark.plan("UT-19")
+async def test_async_context_manager_starts_and_stops() -> None:
     queue: WorkQueue[int] = WorkQueue()
     async with queue as entered:
         assert entered is queue
@@ -88,7 +91,8 @@ async def test_async_context_manager_starts_and_stops() -> None:  # UT-19
     assert queue.status is QueueStatus.STOPPED
 
 
-async def test_async_context_manager_delegates() -> None:  # UT-19, with a mock
+@pytest.mark.plan("UT-19")
+async def test_async_context_manager_delegates() -> None:
     work_queue: WorkQueue[int] = WorkQueue()
     mock = create_autospec(BoundedQueue, instance=True)
     mock.__aenter__ = AsyncMock(return_value=mock)
@@ -129,10 +133,11 @@ async def test_process_in_callers_task_group() -> None:
     assert sorted(seen) == list(range(10))
 
 
-# -- UT-18 and batch_process -----------------------------------------------------------
+# -- batch_process ---------------------------------------------------------------------
 
 
-async def test_batch_process_handles_a_list() -> None:  # UT-18
+@pytest.mark.plan("UT-18")
+async def test_batch_process_handles_a_list() -> None:
     seen: list[int] = []
 
     async def work(item: int) -> None:
@@ -164,30 +169,6 @@ async def test_batch_process_over_an_async_generator() -> None:
     with anyio.fail_after(GUARD):
         await queue.batch_process(numbers(), work, num_workers=4)
     assert sorted(seen) == list(range(50))
-
-
-async def test_batch_process_reads_lazily_with_backpressure() -> None:
-    """The producer never runs more than the buffer plus the items in hand ahead."""
-    produced = 0
-    ahead: list[int] = []
-
-    def numbers() -> Iterator[int]:
-        nonlocal produced
-        for i in range(200):
-            produced += 1
-            yield i
-
-    async def work(item: int) -> None:
-        ahead.append(produced - item)
-        await anyio.lowlevel.checkpoint()
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=5)
-    with anyio.fail_after(GUARD):
-        await queue.batch_process(numbers(), work, num_workers=2)
-    assert produced == 200
-    # Read ahead of the item being handled: at most the buffer, the other worker's
-    # item and the one item the producer holds while it waits for room.
-    assert max(ahead) <= 5 + 2 + 1
 
 
 async def test_batch_process_over_an_empty_iterable() -> None:
@@ -263,65 +244,6 @@ async def test_several_batches_add_up() -> None:
     assert queue.metrics["processed"] == 30
 
 
-async def test_batch_process_cancelled_from_outside() -> None:
-    handled: list[int] = []
-    closed = False
-
-    async def numbers() -> AsyncIterator[int]:
-        nonlocal closed
-        try:
-            for i in range(1_000):
-                yield i
-        finally:
-            closed = True
-
-    ten_handled = anyio.Event()
-
-    async def work(item: int) -> None:
-        await anyio.sleep(0.001)
-        handled.append(item)
-        if len(handled) == 10:
-            ten_handled.set()
-
-    queue: WorkQueue[int] = WorkQueue(maxsize=4)
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(queue.batch_process, numbers(), work, 3)
-            await ten_handled.wait()
-            tg.cancel_scope.cancel()
-    assert closed, "the async generator must be closed"
-    assert queue.status is QueueStatus.STOPPED
-    assert queue.worker_count == 0
-    m = queue.metrics
-    assert m["processed"] == len(handled)
-    assert m["in_flight"] == 0
-    assert m["enqueued"] == m["processed"] + len(queue.unprocessed)
-    assert set(handled).isdisjoint(queue.unprocessed)
-    assert sorted(handled + queue.unprocessed) == list(range(m["enqueued"]))
-
-
-async def test_batch_process_cancelled_inside_async_with() -> None:
-    started = anyio.Event()
-
-    async def work(item: int) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    with anyio.fail_after(GUARD):
-        async with WorkQueue[int](maxsize=4) as queue:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(queue.batch_process, range(100), work, 2)
-                    await started.wait()
-                    await anyio.wait_all_tasks_blocked()
-                    scope.cancel()
-            assert queue.worker_count == 0
-            assert queue.metrics["processed"] == 0
-    m = queue.metrics
-    assert m["enqueued"] == len(queue.unprocessed)
-    assert sorted(queue.unprocessed) == list(range(m["enqueued"]))
-
-
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
@@ -340,9 +262,6 @@ async def test_batch_process_validates(
     with pytest.raises(error, match=match):
         await queue.batch_process(*args)
     assert queue.status is QueueStatus.IDLE
-
-
-# -- found in review ------------------------------------------------------------------
 
 
 async def test_batch_process_refuses_a_queue_that_already_has_workers() -> None:
@@ -375,37 +294,7 @@ async def test_two_batches_at_once_on_one_queue_are_refused() -> None:
     assert queue.metrics["processed"] == 3
 
 
-class SourceError(Exception):
-    pass
-
-
-def failing_numbers() -> Iterator[int]:
-    yield 1
-    yield 2
-    raise SourceError("the source broke")
-
-
-async def failing_async_numbers() -> AsyncIterator[int]:
-    yield 1
-    yield 2
-    raise SourceError("the source broke")
-
-
-@pytest.mark.parametrize("source", [failing_numbers, failing_async_numbers])
-@pytest.mark.parametrize("inside", [False, True], ids=["on its own", "inside"])
-async def test_an_error_from_the_items_comes_out_as_raised(
-    source: Any, inside: bool
-) -> None:
-    queue: WorkQueue[int] = WorkQueue()
-    with anyio.fail_after(GUARD), pytest.raises(SourceError, match="broke"):
-        if inside:
-            async with queue:
-                await queue.batch_process(source(), noop)
-        else:
-            await queue.batch_process(source(), noop)
-    assert queue.status is QueueStatus.STOPPED
-    m = queue.metrics
-    assert m["enqueued"] == m["processed"] + len(queue.unprocessed) == 2
+# -- forwarded to its BoundedQueue: repr, put_nowait, statistics ----------------------
 
 
 async def test_work_queue_repr_is_its_queues() -> None:

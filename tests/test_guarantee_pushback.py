@@ -12,14 +12,13 @@ every backend. Times are multiples of 0.25 s, exact in binary floats.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
-from books import assert_books
 from fake_clock import FakeClock, all_blocked
+from support import GUARD, assert_books, ignore, virtual_time
 
 from sluicegate import (
     BoundedQueue,
@@ -33,22 +32,11 @@ from sluicegate import (
     WorkQueue,
 )
 
-GUARD = 10
 PAUSE = 0.5  # what the service asks for
 WORK = 0.25  # how long every other call takes
 ITEMS = 40
 WORKERS = 8
 PUSHED = 10  # the item whose first call is pushed back (it starts at 0.25)
-
-
-@asynccontextmanager
-async def virtual_time() -> AsyncIterator[FakeClock]:
-    clock = FakeClock()
-    with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(clock.autojump)
-            yield clock
-            tg.cancel_scope.cancel()
 
 
 class Log:
@@ -99,10 +87,6 @@ def assert_paused(log: Log) -> None:
     assert min(after) == pushed_at + PAUSE, (pushed_at, sorted(after))
 
 
-async def _ignore(exc: Exception, item: object) -> None:
-    pass
-
-
 # -- no call starts during the pause: every path --------------------------------
 
 
@@ -121,7 +105,7 @@ async def test_retry_after_pauses_a_queue_without_a_rate_limiter(
         log = Log(clock)
         queue: BoundedQueue[int] = BoundedQueue(maxsize=ITEMS, clock=clock)
         async with queue:
-            await queue.start_workers(log.work(), WORKERS, _ignore, **job)
+            await queue.start_workers(log.work(), WORKERS, ignore, **job)
             for i in range(ITEMS):
                 await queue.put(i)
     assert log.pushback_time() == WORK
@@ -261,7 +245,7 @@ async def test_a_paused_queue_keeps_its_limit_and_frees_its_slots() -> None:
     )
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(work, 6, _ignore)
+            await queue.start_workers(work, 6, ignore)
             await queue.put(1)
             await all_blocked()
             await queue.put(0)
@@ -387,7 +371,7 @@ async def test_stop_during_a_pause_ends_the_waiting_workers_at_once(
     queue: BoundedQueue[int] = BoundedQueue(maxsize=20, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(_pushing_work(clock), 4, _ignore)
+            await queue.start_workers(_pushing_work(clock), 4, ignore)
             for i in range(10):
                 await queue.put(i)
             await all_blocked()
@@ -421,7 +405,7 @@ async def test_stop_during_a_pause_lets_running_calls_finish(
     queue: BoundedQueue[int] = BoundedQueue(maxsize=20, clock=clock)
     with anyio.fail_after(GUARD):
         async with queue:
-            await queue.start_workers(work, 4, _ignore)
+            await queue.start_workers(work, 4, ignore)
             await queue.put(0)
             await all_blocked()
             for i in range(1, 10):
@@ -446,7 +430,7 @@ async def test_cancelling_the_group_of_waiting_workers() -> None:
     with anyio.fail_after(GUARD):
         await queue.start()
         async with anyio.create_task_group() as tg:
-            await queue.start_workers(_pushing_work(clock), 4, _ignore, task_group=tg)
+            await queue.start_workers(_pushing_work(clock), 4, ignore, task_group=tg)
             for i in range(10):
                 await queue.put(i)
             await all_blocked()
@@ -515,3 +499,83 @@ async def test_a_hold_outlasts_stop_workers() -> None:
             tg.cancel_scope.cancel()
     assert calls == [(1, 1.0)]
     assert_books(queue)
+
+
+# -- RetryAfter through retries, and an item timeout during a hold ---------------------
+
+
+async def test_retry_after_waits_its_seconds_and_holds_a_shared_limiter() -> None:
+    starts: list[tuple[str, int, float]] = []
+    clock = FakeClock()  # time stands still until autojump starts below
+    limiter = RateLimiter(100, clock=clock)
+
+    async def pushed_back(item: int) -> None:
+        starts.append(("a", item, clock.current_time()))
+        if item == 0 and clock.current_time() == 0:
+            raise RetryAfter(5)
+
+    async def other(item: int) -> None:
+        starts.append(("b", item, clock.current_time()))
+
+    policy = RetryPolicy(attempts=2)
+    first: WorkQueue[int] = WorkQueue(retry=policy, rate_limiter=limiter, clock=clock)
+    second: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+    done = [anyio.Event(), anyio.Event()]
+
+    async def run(queue: WorkQueue[int], items: list[int], func: Any, i: int) -> None:
+        await queue.batch_process(items, func)
+        done[i].set()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first, [0], pushed_back, 0)
+            await all_blocked()
+            assert limiter.held_until == 5.0
+            tg.start_soon(run, second, [1, 2], other, 1)
+            await all_blocked()
+            assert starts == [("a", 0, 0.0)]  # the other queue is held too
+            tg.start_soon(clock.autojump)
+            await done[0].wait()
+            await done[1].wait()
+            tg.cancel_scope.cancel()
+    # From the end of the hold at the rate (100/s): the bucket is empty then.
+    assert sorted(t for _, _, t in starts[1:]) == pytest.approx([5.01, 5.02, 5.03])
+    assert first.metrics["retries"] == 1
+
+
+async def test_retry_after_without_a_policy_fails_the_item_but_still_holds() -> None:
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            raise RetryAfter(3)
+
+        queue: WorkQueue[int] = WorkQueue(rate_limiter=limiter, clock=clock)
+        await queue.batch_process([1], work, error_handler=ignore)
+        assert limiter.held_until == 3.0
+    assert (queue.metrics["errors"], queue.metrics["retries"]) == (1, 0)
+
+
+async def test_item_timeout_starts_once_the_token_is_taken() -> None:
+    """A hold longer than item_timeout delays calls; it does not time them out."""
+    calls: list[tuple[int, float]] = []
+    async with virtual_time() as clock:
+        limiter = RateLimiter(100, clock=clock)
+
+        async def work(item: int) -> None:
+            calls.append((item, clock.current_time()))
+            if item == 0 and len(calls) == 1:
+                raise RetryAfter(10)
+
+        queue: WorkQueue[int] = WorkQueue(
+            rate_limiter=limiter,
+            retry=RetryPolicy(attempts=2),
+            item_timeout=1.0,
+            clock=clock,
+        )
+        await queue.batch_process(range(4), work, num_workers=4)
+    assert queue.errors_by_type == {}
+    # Held, never timed out; then at the rate, from the end of the hold.
+    assert sorted(t for _, t in calls[1:]) == pytest.approx(
+        [10.01, 10.02, 10.03, 10.04]
+    )

@@ -1,20 +1,163 @@
-"""Workers held in reserve: of the workers one call asks for, the first
-`WorkerPool.EAGER` start at once and the rest as items need them.
+"""Workers: start_workers, idle workers that park, and the reserve.
 
-test_attacks.py's storm of bursts and cancelled groups also runs with a
-reserve from the second worker on, so that the on-demand start is exercised
-under cancellation, limit changes and stops.
+Of the workers one call asks for, the first `WorkerPool.EAGER` start at once
+and the rest as items need them. test_storms.py's storm of bursts and cancelled
+groups also runs with a reserve from the second worker on, so that the
+on-demand start is exercised under cancellation, limit changes and stops.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
 import anyio
 import pytest
+import trio
 from fake_clock import all_blocked
-from support import GUARD, workers_in_reserve, workers_starting
+from support import GUARD, assert_books, noop, workers_in_reserve, workers_starting
 
-from sluicegate import BoundedQueue, QueueStatus, WorkQueue
+import sluicegate
+from sluicegate import BoundedQueue, QueueStateError, QueueStatus, WorkQueue
 from sluicegate._workers import WorkerPool
+
+# -- start_workers ---------------------------------------------------------------------
+
+
+@pytest.mark.plan("UT-12")
+async def test_start_workers_creates_workers() -> None:
+    async with BoundedQueue[int]() as queue:
+        await queue.start_workers(noop, 3)
+        assert queue.worker_count == 3
+        await queue.start_workers(noop, 2)
+        assert queue.worker_count == 5
+    assert queue.worker_count == 0
+
+
+@pytest.mark.plan("UT-13")
+async def test_workers_process_all_items() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(item)
+
+    with anyio.fail_after(GUARD):
+        async with BoundedQueue[int](maxsize=4, timeout=None) as queue:
+            await queue.start_workers(work, 3)
+            for i in range(50):
+                assert await queue.put(i)
+    assert sorted(seen) == list(range(50))
+    assert queue.metrics["processed"] == 50
+    assert queue.status is QueueStatus.STOPPED
+    assert_books(queue)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((noop, 0), ValueError, "num_workers must be at least 1, got 0"),
+        ((noop, -1), ValueError, "num_workers must be at least 1"),
+        ((noop, True), TypeError, "num_workers must be an int"),
+        ((noop, 2.0), TypeError, "num_workers must be an int"),
+        ((42, 1), TypeError, "worker_func must be callable"),
+        (("noop", 1), TypeError, "worker_func must be callable"),
+        ((noop, 1, "log"), TypeError, "error_handler must be callable"),
+    ],
+)
+async def test_start_workers_validates(
+    args: tuple[Any, ...], error: type[Exception], match: str
+) -> None:
+    async with BoundedQueue[int]() as queue:
+        with pytest.raises(error, match=match):
+            await queue.start_workers(*args)
+        assert queue.worker_count == 0
+
+
+async def test_start_workers_without_task_group_explains_both_fixes() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    await queue.start()
+    with pytest.raises(QueueStateError) as info:
+        await queue.start_workers(noop, 1)
+    assert "async with queue:" in str(info.value)
+    assert "task_group=tg" in str(info.value)
+    assert queue.worker_count == 0
+    await queue.stop()
+
+
+async def test_workers_in_the_callers_task_group() -> None:
+    seen: list[int] = []
+
+    async def work(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(item)
+
+    queue: BoundedQueue[int] = BoundedQueue(maxsize=2, timeout=None)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            await queue.start()
+            await queue.start_workers(work, 2, task_group=tg)
+            for i in range(20):
+                await queue.put(i)
+            await queue.join()
+            assert sorted(seen) == list(range(20))
+            await queue.stop()
+            assert queue.worker_count == 0
+    assert queue.status is QueueStatus.STOPPED
+    assert_books(queue)
+
+
+async def test_start_workers_in_a_closed_task_group_leaves_no_phantom() -> None:
+    queue: BoundedQueue[int] = BoundedQueue()
+    async with anyio.create_task_group() as closed:
+        pass
+    await queue.start()
+    with pytest.raises(RuntimeError):
+        await queue.start_workers(noop, 2, task_group=closed)
+    assert queue.worker_count == 0
+    with anyio.fail_after(GUARD):
+        await queue.stop()
+
+
+# -- idle workers park, they do not poll -----------------------------------------------
+
+
+async def test_idle_workers_do_not_poll(anyio_backend_name: str) -> None:
+    """While nothing is queued, no code of sluicegate runs and no timer is set."""
+    resumed: list[str] = []
+    # Every module of the package, wherever the worker loop lives.
+    package = str(Path(sluicegate.__file__).parent) + os.sep
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(package):
+            resumed.append(f"{code.co_filename}:{code.co_name}")
+
+    async with BoundedQueue[int]() as queue:
+        await queue.start_workers(noop, 50)
+        await queue.put(1)
+        await queue.join()
+        await anyio.wait_all_tasks_blocked()
+        if anyio_backend_name == "trio":
+            stats = trio.lowlevel.current_statistics()
+            assert stats.seconds_to_next_deadline == math.inf
+        sys.setprofile(profile)
+        try:
+            # On trio's mock clock this jumps ahead 1000 s; elsewhere it is a
+            # short window in which a polling worker would have woken.
+            await anyio.sleep(1000 if anyio_backend_name == "trio" else 0.05)
+        finally:
+            sys.setprofile(None)
+        assert resumed == []
+        assert queue.worker_count == 50
+
+
+# -- the reserve: workers started only as items need them ------------------------------
+
 
 EAGER = WorkerPool.EAGER
 
@@ -42,6 +185,11 @@ class Gate:
         await self.all_in.wait()
         self.running -= 1
         self.done += 1
+
+
+@pytest.fixture
+def eager_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WorkerPool, "EAGER", 2)
 
 
 async def test_thousands_of_workers_start_only_as_items_need_them() -> None:
@@ -149,11 +297,6 @@ async def test_a_map_with_more_workers_than_eager_ends_them_all() -> None:
     assert gate.most == 200
     assert queue.queue.worker_count == 0
     assert tasks() == before
-
-
-@pytest.fixture
-def eager_two(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(WorkerPool, "EAGER", 2)
 
 
 @pytest.mark.parametrize("timeout", [None, 0])
