@@ -52,7 +52,7 @@ HANG_RATE = 0.003  # never answered (until the client gives up)
 CLIENT_RATE = 250  # to start with: above the service's limit, so 429s come
 SLOW_DOWN = 0.8  # the rate is multiplied by this on a 429
 CLIENT_BURST = 10
-ITEM_TIMEOUT = 2.0  # seconds per call (see the note in fetch_all)
+ITEM_TIMEOUT = 2.0  # seconds per call, the limiter's wait not included
 ATTEMPTS = 5
 
 
@@ -223,9 +223,9 @@ async def fetch_all(backend: str, base: str) -> tuple[WorkQueue[str], ClientBook
     """Fetch every URL from ``base``; the queue (for its metrics) and the tally."""
     books = ClientBooks()
     limiter = RateLimiter(CLIENT_RATE, burst=CLIENT_BURST)
-    # The item timeout counts from the moment a worker takes the item, the wait
-    # for the limiter's token included (a Retry-After hold too): keep it above
-    # the longest Retry-After the service sends.
+    # The item timeout counts from the moment the call starts, once the
+    # limiter's token is taken: the wait for a token (a Retry-After hold too)
+    # does not use it up, so it need only cover a slow answer, not a pushback.
     wq = WorkQueue[str](
         concurrency_limit=WORKERS,
         rate_limiter=limiter,

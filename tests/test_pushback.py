@@ -223,7 +223,11 @@ async def test_retry_after_holds_the_limiter_and_its_own_queue() -> None:
                 assert_books(first.queue)
                 tg.start_soon(clock.autojump)
             tg.cancel_scope.cancel()
-    assert sorted(t for _, _, t in starts[1:]) == [PAUSE] * 7
+    # Then the limiter resumes at its rate, not in a burst: its bucket is empty
+    # at the end of the hold, and refills one token per millisecond.
+    assert sorted(t for _, _, t in starts[1:]) == pytest.approx(
+        [PAUSE + k / 1_000 for k in range(1, 8)]
+    )
 
 
 # -- what a pause holds, and what it does not -------------------------------------

@@ -21,7 +21,7 @@ from ._clock import Clock, reader
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
-from ._feed import feed
+from ._feed import feed_until_stopped
 from ._gate import Gate
 from ._ledger import EventLedger
 from ._lifecycle import check_task_group
@@ -295,8 +295,11 @@ class Executor(Scoped, Generic[E]):
         executor:`` they run in its workers; on its own the call opens and
         closes the executor itself.
 
-        Cancelled, it stops reading ``events`` (closing an async generator), and
-        the events it drew that did not run are CANCELLED.
+        If the executor is stopped meanwhile (by another task or by an event),
+        it reads no more of ``events`` and returns normally; cancelled, it stops
+        reading them too, and the cancellation goes on. Either way an async
+        generator is closed, and the events it drew that did not run are
+        CANCELLED.
 
         Raises:
             TypeError: events is not iterable, or holds an event of the wrong type.
@@ -331,7 +334,10 @@ class Executor(Scoped, Generic[E]):
         executor:`` they run in its workers; on its own the call opens and
         closes the executor. Leaving the block early stops reading ``events``;
         an executor the call opened is stopped (what did not run is CANCELLED),
-        while in one you opened, the events already queued still run.
+        while in one you opened, the events already queued still run. If the
+        executor is stopped under it, no more events are read; each event read
+        still comes back (those that did not run, CANCELLED), then the reading
+        ends.
 
         Raises:
             TypeError: events is not iterable, or holds an event of the wrong type.
@@ -358,7 +364,8 @@ class Executor(Scoped, Generic[E]):
 
         async def feed_all() -> None:
             try:
-                await feed(
+                await feed_until_stopped(
+                    self._queue.queue,
                     events,
                     self._put_drawn,
                     check=check,
@@ -391,8 +398,10 @@ class Executor(Scoped, Generic[E]):
                 await self.stop(timeout=0)  # and run no more
 
     async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
-        # An event drawn but refused (the put was cancelled) is never run.
-        await feed(
+        # An event drawn but refused (the put was cancelled, or the executor
+        # stopped meanwhile) is never run. A stop ends the feed, and the batch.
+        await feed_until_stopped(
+            self._queue.queue,
             events,
             self._put_drawn,
             check=self._ledger.claim,

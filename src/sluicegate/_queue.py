@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Final, Generic, TypeVar
 
 from anyio import (
@@ -203,6 +203,10 @@ class BoundedQueue(Scoped, Generic[T]):
         # For an Executor: told when the queue stops, and of each item given up.
         self._on_stopped: Callable[[], object] | None = None
         self._on_abandoned: Callable[[T], object] | None = None
+        # Told at each step of a stop (see `_told_of_stop`). A list: a map has
+        # two listeners (its reader, and the task feeding an async source), and
+        # several `Executor.completed` readers may share one queue.
+        self._stop_listeners: list[Callable[[], object]] = []
         self._fast_puts = 0
         # The calls of items, and their failures, retries included.
         self._calls: Calls[T] = Calls(
@@ -462,10 +466,33 @@ class BoundedQueue(Scoped, Generic[T]):
         self._status = QueueStatus.STOPPING
         self._producers.wake_all()
         self._getters.wake_all()
+        self._tell_stop_listeners()
         self._pool.withdraw()
         await self._end_workers(list(self._pool.workers), timeout)
         if self._run == run:  # not started again meanwhile: a new run is not ours
             self._finalize()
+
+    @contextmanager
+    def _told_of_stop(self, listener: Callable[[], object]) -> Iterator[None]:
+        """Call ``listener()`` at each step of a stop while the block runs.
+
+        The steps: the stop begins (the queue is STOPPING, and takes no new
+        item), the queue is STOPPED (what was buffered or delayed is listed in
+        `unprocessed`), and the last worker leaves a stopped queue (a worker
+        that stopped its own queue finishes its item after that). A map's reader
+        ends once none of its items can still come, and a batch's feed stops
+        drawing from its source: both look again at each step. A listener must
+        not wait, and may be told of one step more than once.
+        """
+        self._stop_listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._stop_listeners.remove(listener)
+
+    def _tell_stop_listeners(self) -> None:
+        for listener in list(self._stop_listeners):  # (one may leave meanwhile)
+            listener()
 
     async def join(self) -> None:
         """Wait until every accepted item is processed or the queue has stopped."""
@@ -1085,9 +1112,11 @@ class BoundedQueue(Scoped, Generic[T]):
             self._timer_scope = None
         if self._status is QueueStatus.STOPPING:
             self._finalize()
-        else:
-            # Wake the `async with` exit: no worker is left to wait for.
-            self._release_joiners()
+            return
+        # Wake the `async with` exit: no worker is left to wait for.
+        self._release_joiners()
+        if self._status is QueueStatus.STOPPED and self._stop_listeners:
+            self._tell_stop_listeners()  # a worker that stopped its queue is done
 
     def _timers_due(self, values: list[Timed]) -> None:
         """Retries whose backoff is over go back to the front of the buffer, in
@@ -1165,6 +1194,7 @@ class BoundedQueue(Scoped, Generic[T]):
         self._failure_log.log_counts()
         if self._on_stopped is not None:
             self._on_stopped()
+        self._tell_stop_listeners()
 
     def _check_run(self, operation: str, run: int) -> None:
         """Raise unless the queue is still in the run that ``operation`` began in."""

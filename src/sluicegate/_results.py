@@ -70,6 +70,10 @@ class MapResults(Generic[T, R]):
     feed reads a new item only while fewer than ``window`` items are read and
     not yet yielded, so a slow reader slows the feed, and the outcomes held here
     never number more than ``window``.
+
+    If the queue is stopped under the map, nothing more is read; the reader
+    yields the outcome of every call that finished, then ends: `stopped` is
+    True, and `unprocessed` says how many items read got no outcome.
     """
 
     def __init__(self, window: int, *, ordered: bool, raise_errors: bool) -> None:
@@ -86,6 +90,11 @@ class MapResults(Generic[T, R]):
         self._yielded = 0
         self._all_read = False
         self._exhausted = False
+        # Set when the queue begins to stop under the map: nothing more is read,
+        # and the reader ends once every item read has an outcome or is listed
+        # as unprocessed (`_lost()` of them, by the queue's books).
+        self._stopped = False
+        self._lost: Callable[[], int] = _none
         self._reader: OneShot | None = None  # set when the reader may go on
         self._feeder: OneShot | None = None  # set when the window has room
         # A plain iterable is read by the reader itself, straight into the
@@ -97,6 +106,26 @@ class MapResults(Generic[T, R]):
         # The reader parks often: it waits on the running loop's cheapest
         # one-shot event, found when it first parks.
         self._one_shot: Callable[[], OneShot] = self._first_one_shot
+
+    @property
+    def stopped(self) -> bool:
+        """True if the queue began to stop before the reader reached the end.
+
+        The map then reads no more items; the outcomes of the calls that
+        finished still come, and the reader ends normally once they have.
+        """
+        return self._stopped
+
+    @property
+    def unprocessed(self) -> int:
+        """How many of the items read got no outcome: they are listed in the
+        queue's ``unprocessed`` (cut short in flight, left buffered or waiting
+        for a retry at a stop, or read and never put).
+
+        0 for a map that ran to its end; counted as of now while the block
+        runs, and fixed once it has ended.
+        """
+        return self._lost()
 
     def _first_one_shot(self) -> OneShot:
         self._one_shot = one_shot_factory()
@@ -124,6 +153,12 @@ class MapResults(Generic[T, R]):
                 self._fill()  # never wait with room left unfilled
                 continue
             if self._all_read and self._yielded == self._read:
+                self._exhausted = True
+                raise StopAsyncIteration
+            if self._stopped and self._stop_is_over():
+                if self._by_position:  # ordered: skip positions that never come
+                    self._next = min(self._by_position)
+                    continue
                 self._exhausted = True
                 raise StopAsyncIteration
             self._reader = reader = self._one_shot()
@@ -196,17 +231,19 @@ class MapResults(Generic[T, R]):
                 refused(item)
             raise
 
-    def _full(self) -> bool:
-        """True while the window has no room for another item."""
-        return self._read - self._yielded >= self._window
+    def _over(self) -> bool:
+        """True while more items are read and not yet yielded than the window
+        holds (the feed counts an item as read when it draws it, then waits)."""
+        return self._read - self._yielded > self._window
 
     async def _wait_for_room(self) -> None:
-        while self._read - self._yielded >= self._window:
+        while self._read - self._yielded > self._window:
             self._feeder = feeder = self._one_shot()
             await feeder.wait()
 
     def _count(self, item: T) -> None:
-        """Count ``item`` as read (there is room for it)."""
+        """Count ``item`` as read, as the feed draws it (it then waits while
+        the window is over)."""
         if self._ordered:
             self._positions.setdefault(id(item), deque()).append(self._read)
         self._read += 1
@@ -228,7 +265,38 @@ class MapResults(Generic[T, R]):
 
     def _fed_all(self) -> None:
         self._all_read = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         reader = self._reader
         if reader is not None:
             self._reader = None
             reader.set()
+
+    def _count_lost(self, lost: Callable[[], int]) -> None:
+        """Count as `unprocessed` ``lost()``: how many of the items read are
+        listed in the queue's ``unprocessed``."""
+        self._lost = lost
+
+    def _settle(self) -> None:
+        """Fix `unprocessed` as it is now: the map has ended."""
+        lost = self._lost()
+        self._lost = lambda: lost
+
+    def _stop_seen(self) -> None:
+        """A step of the queue's stop (it is told of each): read no more, and
+        let the reader look whether every outcome has come."""
+        if not self._exhausted:
+            self._stopped = True
+        self._fill = None
+        self._wake_reader()
+
+    def _stop_is_over(self) -> bool:
+        """True once each item read has its outcome here or yielded, or is
+        listed as unprocessed: no other outcome can come."""
+        held = len(self._by_position) if self._ordered else len(self._ready)
+        return self._read - self._yielded - held <= self._lost()
+
+
+def _none() -> int:
+    return 0

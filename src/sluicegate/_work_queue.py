@@ -9,8 +9,14 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
 )
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -21,7 +27,7 @@ from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
-from ._feed import feed
+from ._feed import feed_until_stopped
 from ._lifecycle import worker_count_for
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
@@ -346,10 +352,14 @@ class WorkQueue(Generic[T]):
         only ones: a queue with workers from `process` (or another batch running)
         is refused, since those would take the batch's items.
 
-        Cancelled from outside (or its queue stopped by another task), it ends its
-        workers and stops reading ``items`` (closing an async generator); items
-        cancelled in flight, left in the buffer, waiting for a retry, or read but
-        not yet put are listed in `unprocessed`, never counted as processed.
+        If its queue is stopped meanwhile (by another task or by a worker
+        function, with or without a timeout), it reads no more of ``items``
+        (closing an async generator) and returns normally once the stop has
+        ended its workers. Cancelled from outside, it ends its workers and stops
+        reading ``items`` the same way, and the cancellation goes on. Either
+        way, items cancelled in flight, left in the buffer, waiting for a retry,
+        or read but not yet put are listed in `unprocessed`, never counted as
+        processed.
 
         Raises:
             TypeError: items is not iterable, or worker_func or error_handler is not
@@ -405,6 +415,17 @@ class WorkQueue(Generic[T]):
         `unprocessed` (a queue the map opened itself is stopped; in a queue you
         opened, buffered items stay buffered).
 
+        If the queue is stopped while the map runs (by another task, by a
+        worker function, or from the ``async for`` body; with or without a
+        timeout), the map reads no more items; the reader yields the outcome
+        of every call that finished, those the stop let finish included, and
+        then ends normally. ``results.stopped`` is then True. Items read that
+        got no outcome (buffered or waiting for a retry at the stop, cut short
+        by ``stop(timeout)``, read but never put) are listed in `unprocessed`,
+        never counted as processed, and ``results.unprocessed`` says how many
+        there are. Ordered, the outcomes that came are yielded in input order,
+        skipping the items that got none.
+
         Raises:
             TypeError, ValueError: a bad argument, when the block is entered.
             QueueStateError: the queue already has workers, or already holds
@@ -445,30 +466,45 @@ class WorkQueue(Generic[T]):
                 "for a retry) that are not the map's: process them first, or give "
                 "the map a WorkQueue of its own"
             )
-        async with AsyncExitStack() as stack:
-            if queue.status is not QueueStatus.PROCESSING:
-                await stack.enter_async_context(queue)
-            # The one exception that ended the block (a failure raised by the
-            # results, an error from `items`), as it was raised.
-            with unwrapped_group():
-                async with create_task_group() as tg:
-                    workers = queue._spawn_workers(tg, job, num_workers)
-                    if isinstance(items, AsyncIterable):
-                        tg.start_soon(self._feed_map, items, results, workers)
-                    else:
-                        # The reader reads a plain iterable itself: no task.
-                        results._read_from(
-                            iter(items),
-                            queue._room_to_put,
-                            queue._put_all_nowait,
-                            queue._record_refused,
-                            queue.maxsize,
-                        )
-                    yield results
-                    if not results._exhausted:
-                        tg.cancel_scope.cancel()  # left early: cancel the rest
-                    else:
-                        await queue._end_workers(workers, None)
+        try:
+            async with AsyncExitStack() as stack:
+                if queue.status is not QueueStatus.PROCESSING:
+                    await stack.enter_async_context(queue)
+                stack.enter_context(self._followed_by(results))
+                # The one exception that ended the block (a failure raised by
+                # the results, an error from `items`), as it was raised.
+                with unwrapped_group():
+                    async with create_task_group() as tg:
+                        workers = queue._spawn_workers(tg, job, num_workers)
+                        if isinstance(items, AsyncIterable):
+                            tg.start_soon(self._feed_map, items, results, workers)
+                        else:
+                            # The reader reads a plain iterable itself: no task.
+                            results._read_from(
+                                iter(items),
+                                queue._room_to_put,
+                                queue._put_all_nowait,
+                                queue._record_refused,
+                                queue.maxsize,
+                            )
+                        yield results
+                        if not results._exhausted:
+                            tg.cancel_scope.cancel()  # left early: cancel the rest
+                        else:
+                            await queue._end_workers(workers, None)
+        finally:
+            results._settle()
+
+    @contextmanager
+    def _followed_by(self, results: MapResults[T, Any]) -> Iterator[None]:
+        """Tell ``results`` of each step of a stop while the block runs, and
+        count as its `unprocessed` what the queue lists from now on (it holds
+        no items but the map's)."""
+        queue = self._queue
+        before = queue.metrics["unprocessed"]
+        results._count_lost(lambda: queue.metrics["unprocessed"] - before)
+        with queue._told_of_stop(results._stop_seen):
+            yield
 
     async def _feed_map(
         self,
@@ -478,7 +514,8 @@ class WorkQueue(Generic[T]):
     ) -> None:
         queue = self._queue
         try:
-            await feed(
+            await feed_until_stopped(
+                queue,
                 items,
                 queue.put,
                 check=results._count,
@@ -501,8 +538,10 @@ class WorkQueue(Generic[T]):
             async with create_task_group() as tg:
                 workers = queue._spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
-                # stopped meanwhile) is listed in `unprocessed`, never lost.
-                await feed(
+                # stopped meanwhile) is listed in `unprocessed`, never lost. A
+                # stop ends the feed; the batch then ends with it.
+                await feed_until_stopped(
+                    queue,
                     items,
                     queue.put,
                     refused=queue._record_refused,
