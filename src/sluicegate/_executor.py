@@ -11,7 +11,7 @@ from collections.abc import (
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -38,6 +38,8 @@ __all__ = ["Executor"]
 E = TypeVar("E", bound="Event[Any]")
 
 _PROCESSING = ExecutionStatus.PROCESSING  # bound once: read once per event
+_Events: TypeAlias = "Iterable[E] | AsyncIterable[E]"
+_Window: TypeAlias = "MapResults[E, object] | None"
 
 
 def _unbound_clock() -> float:
@@ -117,15 +119,9 @@ class Executor(Scoped, Generic[E]):
         self._event_type = event_type
         self._config = queue_config
         # The start rate first, then the user's limiter.
-        limiters = [
-            limiter
-            for limiter in (
-                _start_rate(queue_config, clock),
-                check_rate_limiter(rate_limiter),
-            )
-            if limiter is not None
-        ]
-        self._gate = Gate(limiters, clock) if limiters else None
+        limiter = check_rate_limiter(rate_limiter)
+        gate = Gate((_start_rate(queue_config, clock), limiter), clock)
+        self._gate = gate if gate.limiters else None
         history = check_optional_int("history", history, minimum=0)
         self._ledger: EventLedger[E] = EventLedger(event_type, history)
         self._clock = clock
@@ -308,11 +304,11 @@ class Executor(Scoped, Generic[E]):
                 the executor and they are CANCELLED.
         """
         check_iterable("events", events)
-        if self._running:
-            await self._feed_and_join(events)
-        else:
-            async with self:
-                await self._feed_and_join(events)
+        async with AsyncExitStack() as stack:
+            if not self._running:
+                await stack.enter_async_context(self)
+            await self._feed(events, self._ledger.claim)
+            await self._queue.join()
 
     def completed(
         self,
@@ -355,7 +351,7 @@ class Executor(Scoped, Generic[E]):
 
     @asynccontextmanager
     async def _completed_events(
-        self, events: Iterable[E] | AsyncIterable[E], results: MapResults[E, object]
+        self, events: _Events[E], results: MapResults[E, object]
     ) -> AsyncGenerator[AsyncIterator[E], None]:
         def check(event: E) -> None:
             self._ledger.claim(event)
@@ -364,15 +360,7 @@ class Executor(Scoped, Generic[E]):
 
         async def feed_all() -> None:
             try:
-                await feed_until_stopped(
-                    self._queue.queue,
-                    events,
-                    self._put_drawn,
-                    check=check,
-                    refused=self._ledger.cancel,
-                    window=results,
-                    put_now=self._queue.queue._try_put,
-                )
+                await self._feed(events, check, results)
             finally:
                 results._fed_all()
 
@@ -397,18 +385,22 @@ class Executor(Scoped, Generic[E]):
             if not results._exhausted and opened:
                 await self.stop(timeout=0)  # and run no more
 
-    async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
-        # An event drawn but refused (the put was cancelled, or the executor
-        # stopped meanwhile) is never run. A stop ends the feed, and the batch.
+    async def _feed(
+        self, events: _Events[E], check: Callable[[E], None], window: _Window[E] = None
+    ) -> None:
+        """Put ``events`` as they are drawn (``check`` claims each one). One
+        drawn but refused (the put was cancelled, or the executor stopped
+        meanwhile) is CANCELLED, never run; a stop ends the feed."""
+        queue = self._queue.queue
         await feed_until_stopped(
-            self._queue.queue,
+            queue,
             events,
             self._put_drawn,
-            check=self._ledger.claim,
+            check=check,
             refused=self._ledger.cancel,
-            put_now=self._queue.queue._try_put,
+            window=window,
+            put_now=queue._try_put,
         )
-        await self._queue.join()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -487,9 +479,8 @@ class Executor(Scoped, Generic[E]):
         try:
             response = await event.invoke()
         except RetryAfter as exc:
-            # Server pushback: hold every start until then, here and wherever
-            # the rate limiter is shared (the queue, which sees the error
-            # next, holds itself: no worker takes another event meanwhile).
+            # Server pushback: hold every limiter, wherever shared (the queue,
+            # which sees the error next, holds itself).
             if gate is not None:
                 gate.hold(exc.seconds)
             raise

@@ -33,15 +33,18 @@ class Gate:
             granted its token at time ``now``, a reading of ``clock``; else
             False, and nothing is taken (a grant before the refusal is put
             back: at the same time that undoes it exactly).
-        limiters: The limiters, in the order they are asked.
+        limiters: The limiters, in the order they are asked (those given but
+            None).
     """
 
     __slots__ = ("admit", "limiters")
 
     def __init__(
-        self, limiters: Iterable[RateLimiterProtocol], clock: Clock | None = None
+        self,
+        limiters: Iterable[RateLimiterProtocol | None],
+        clock: Clock | None = None,
     ) -> None:
-        self.limiters = tuple(limiters)
+        self.limiters = tuple(limiter for limiter in limiters if limiter is not None)
         fast = tuple(
             limiter
             for limiter in self.limiters

@@ -1,4 +1,4 @@
-"""HeadOfLine: the waiting half of a rate limiter, a FIFO line where only the head sleeps."""
+"""HeadOfLine: a rate limiter's waiting half, a FIFO line where only the head sleeps."""
 
 from __future__ import annotations
 
