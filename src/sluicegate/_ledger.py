@@ -37,8 +37,9 @@ _Owner = weakref.ref  # of an EventLedger; dead once its executor is gone
 #: settled yet, by id(). One for every executor in the process, so that an
 #: event given to two is refused by the second.
 _HELD: dict[int, _Owner[EventLedger[Any]]] = {}
-#: `_HELD`'s size when it was last rid of the entries of dead ledgers.
-_compacted = [0]
+#: The least size of `_HELD` seen at a ledger's end since it was last rid of
+#: the entries of ledgers that are gone.
+_low = [0]
 
 
 def claimed(event: Event[Any]) -> bool:
@@ -51,14 +52,20 @@ def claimed(event: Event[Any]) -> bool:
 
 
 def _forget(owner: _Owner[EventLedger[Any]]) -> None:
-    """A ledger is gone: drop the entries of dead ledgers, once `_HELD` has
-    doubled since this was last done (each entry is looked at O(1) times)."""
-    if len(_HELD) <= 2 * _compacted[0]:
+    """A ledger is gone: its entries are stale (a lookup treats them as free).
+
+    They are dropped, with those of any other ledger gone, once `_HELD` is more
+    than twice the least size seen since that was last done: then more than
+    half of it was added since, so each entry is looked at O(1) times.
+    """
+    size = len(_HELD)
+    if size <= 2 * _low[0]:
+        _low[0] = min(_low[0], size)
         return
     for key, held_by in list(_HELD.items()):
         if held_by() is None:
             _HELD.pop(key, None)
-    _compacted[0] = len(_HELD)
+    _low[0] = len(_HELD)
 
 
 class EventLedger(Generic[E]):
