@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from ._events import Event, ExecutionStatus
 from ._results import Outcome
@@ -31,12 +31,13 @@ _COMPLETED = ExecutionStatus.COMPLETED
 _FAILED = ExecutionStatus.FAILED
 _CANCELLED = ExecutionStatus.CANCELLED
 
-_Owner = weakref.ref  # of an EventLedger; dead once its executor is gone
+#: A ledger, weakly: dead once its executor is gone.
+_Owner: TypeAlias = "weakref.ref[EventLedger[Any]]"
 
 #: The ledger holding each event that was given to an executor and is not
 #: settled yet, by id(). One for every executor in the process, so that an
 #: event given to two is refused by the second.
-_HELD: dict[int, _Owner[EventLedger[Any]]] = {}
+_HELD: dict[int, _Owner] = {}
 #: The least size of `_HELD` seen at a ledger's end since it was last rid of
 #: the entries of ledgers that are gone.
 _low = [0]
@@ -51,7 +52,7 @@ def claimed(event: Event[Any]) -> bool:
     ) or event.execution.status is not _PENDING
 
 
-def _forget(owner: _Owner[EventLedger[Any]]) -> None:
+def _forget(owner: _Owner) -> None:
     """A ledger is gone: its entries are stale (a lookup treats them as free).
 
     They are dropped, with those of any other ledger gone, once `_HELD` is more
@@ -97,7 +98,8 @@ class EventLedger(Generic[E]):
 
     def __init__(self, event_type: type[E], history: int | None) -> None:
         self._event_type = event_type
-        self._me = weakref.ref(self, _forget)
+        me: EventLedger[Any] = self
+        self._me: _Owner = weakref.ref(me, _forget)
         self.pending: deque[E] = deque()
         # Events taken from `pending` (or drawn from a batch) that the queue
         # has not accepted yet: still pending, so that each one is counted.
@@ -140,7 +142,7 @@ class EventLedger(Generic[E]):
             # Else an executor that is gone was given it, and never ran it.
         _HELD[key] = self._me
 
-    def _holder(self, event: E, owner: _Owner[EventLedger[Any]] | None) -> str:
+    def _holder(self, event: E, owner: _Owner | None) -> str:
         """Which executor ``event`` was given to, as the error says it."""
         if owner is self._me:
             return "this executor"
@@ -159,10 +161,6 @@ class EventLedger(Generic[E]):
         if _HELD.get(key) is self._me:
             del _HELD[key]
 
-    def holds(self, event: E) -> bool:
-        """Whether this ledger has claimed ``event`` and not settled it."""
-        return _HELD.get(id(event)) is self._me
-
     # -- the events' lives ----------------------------------------------------------
 
     @property
@@ -175,7 +173,7 @@ class EventLedger(Generic[E]):
         return [*self.drawn.values(), *self.pending]
 
     @contextmanager
-    def drawing(self, event: E) -> Iterator[None]:
+    def drawing(self, event: E) -> Generator[None, None, None]:
         """Count ``event`` as pending (drawn) while the block puts it."""
         self.drawn[id(event)] = event
         try:
