@@ -287,12 +287,14 @@ TARGETS = [
 Rates = dict[tuple[str, str], float]
 
 
-def measure(backends: list[Backend], items: int, rounds: int) -> Rates:
-    """Run every case on every backend ``rounds`` times, round-robin; median rates."""
+def measure(
+    backends: list[Backend], items: int, rounds: int, cases: list[Case]
+) -> Rates:
+    """Run each case on every backend ``rounds`` times, round-robin; median rates."""
     seconds: dict[tuple[str, str], list[float]] = {}
     for round_number in range(1, rounds + 1):
         for backend in backends:
-            for case in CASES:
+            for case in cases:
                 if not case.runs_on(backend):
                     continue
                 elapsed = backend.run(case.func, items)
@@ -368,11 +370,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=int, help=f"items per run ({DEFAULT_ITEMS:,})")
     parser.add_argument("--rounds", type=int, help=f"rounds ({DEFAULT_ROUNDS})")
     parser.add_argument(
+        "--cases",
+        help="comma-separated case keys to run, say bq,executor (default: all: "
+        + ",".join(case.key for case in CASES)
+        + ")",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help=f"markdown report (default {RESULTS.name}; none for --quick)",
     )
     return parser.parse_args()
+
+
+def cases_named(keys: str | None) -> list[Case]:
+    """The cases of a ``--cases`` list, in the table's order (None: all)."""
+    if keys is None:
+        return CASES
+    wanted = set(keys.split(","))
+    unknown = wanted - {case.key for case in CASES}
+    if unknown:
+        raise SystemExit(f"unknown cases: {', '.join(sorted(unknown))}")
+    return [case for case in CASES if case.key in wanted]
 
 
 def main() -> None:
@@ -381,7 +400,7 @@ def main() -> None:
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     output = args.output or (None if args.quick else RESULTS)
     backends = all_backends()
-    rates = measure(backends, items, rounds)
+    rates = measure(backends, items, rounds, cases_named(args.cases))
     text = report(rates, backends, items, rounds)
     print(text)
     if output is not None:

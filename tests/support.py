@@ -23,6 +23,7 @@ from books import assert_books
 from fake_clock import FakeClock, all_blocked
 from trio.testing import MockClock
 
+import sluicegate._ledger
 import sluicegate._queue
 from sluicegate import (
     BoundedQueue,
@@ -167,12 +168,12 @@ def limiter_line(limiter: RateLimiter) -> WaiterLine:
 def take_at(limiter: RateLimiter, now: float, tokens: float) -> bool:
     """Take ``tokens`` from ``limiter`` at time ``now`` if a newcomer may, without
     waiting: what ``acquire`` tries first."""
-    return limiter._take(now, tokens)
+    return limiter.take_at(now, tokens)
 
 
 def claimed_by_an_executor(event: Event) -> bool:
     """Whether an Executor accepted ``event`` (a cancelled put accepts nothing)."""
-    return event._executor is not None
+    return sluicegate._ledger.claimed(event)
 
 
 def replace_inner_queue(work_queue: WorkQueue[Any], queue: Any) -> None:

@@ -421,6 +421,47 @@ async def test_batch_process_on_its_own_and_inside() -> None:
     assert executor.metrics["completed"] == 10
 
 
+# -- nothing written on the events ----------------------------------------------------
+
+
+class Named(Job):
+    """Attributes of its own, named as the Executor's claims once were."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._executor = "the user's"
+        self._sink = "the user's too"
+
+
+async def test_an_executor_writes_nothing_on_its_events_but_their_execution() -> None:
+    appended, put, batched, read_back = Echo("a"), Echo("p"), Echo("b"), Echo("r")
+    executor = Executor(Echo, FAST)
+    with anyio.fail_after(GUARD):
+        async with executor:
+            executor.append(appended)
+            assert await executor.put(put)
+            await executor.batch_process([batched])
+            async with executor.completed([read_back]) as finished:
+                assert [event async for event in finished] == [read_back]
+    own = {"value", "delay", "fail", "seen_status"}
+    for event in (appended, put, batched, read_back):
+        assert event.execution.status is ExecutionStatus.COMPLETED
+        assert set(vars(event)) - own <= {"_id", "execution"}
+
+
+async def test_an_event_with_attributes_named_like_the_old_claims_runs() -> None:
+    appended, read_back = Named(), Named()
+    executor = Executor(Job, FAST)
+    with anyio.fail_after(GUARD):
+        async with executor:
+            executor.append(appended)
+            async with executor.completed([read_back]) as finished:
+                assert [event async for event in finished] == [read_back]
+    for event in (appended, read_back):
+        assert event.execution.status is ExecutionStatus.COMPLETED
+        assert (event._executor, event._sink) == ("the user's", "the user's too")
+
+
 # -- rates ---------------------------------------------------------------------------
 
 
@@ -502,6 +543,28 @@ async def test_executor_takes_a_token_from_a_shared_rate_limiter() -> None:
                 runs.start_soon(second.batch_process, [Stamp() for _ in range(3)])
             tg.cancel_scope.cancel()
     assert sorted(starts) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_binding_rate_limiter_sets_the_pace_under_a_start_rate() -> None:
+    """The start rate and the limiter are asked together (`Gate`): when the
+    limiter binds and the start rate does not, events start at the limiter's
+    2 per second, each as soon as it grants."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, 1, clock=clock)
+    starts: list[float] = []
+
+    class Stamp(Event):
+        async def invoke(self) -> None:
+            starts.append(clock.current_time())
+
+    config = QueueConfig(queue_capacity=3, capacity_refresh_time=1, concurrency_limit=4)
+    executor = Executor(Stamp, config, rate_limiter=limiter, clock=clock)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            await executor.batch_process([Stamp() for _ in range(12)])
+            tg.cancel_scope.cancel()
+    assert sorted(starts) == [i / 2 for i in range(12)]
 
 
 # -- one API ---------------------------------------------------------------------------

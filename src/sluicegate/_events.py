@@ -6,7 +6,6 @@ import enum
 import sys
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, Generic
 
 import attrs
@@ -75,9 +74,6 @@ class Event(ABC, Generic[R]):
     def __init__(self) -> None:
         self._id: uuid.UUID | None = None
         self.execution: Execution[R] = Execution()
-        self._executor: object | None = None  # the Executor given this event
-        # Executor.completed
-        self._sink: Callable[[Event[Any]], object] | None = None
 
     @property
     def id(self) -> uuid.UUID:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -12,7 +11,7 @@ from collections.abc import (
     Iterable,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from anyio import create_task_group
 from anyio.abc import TaskGroup
@@ -23,11 +22,13 @@ from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed_until_stopped
+from ._gate import Gate
+from ._ledger import EventLedger
 from ._lifecycle import check_task_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._rate_limit import RateLimiter
-from ._results import MapResults, Outcome
+from ._results import MapResults
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
 from ._work_queue import WorkQueue
@@ -36,14 +37,21 @@ __all__ = ["Executor"]
 
 E = TypeVar("E", bound="Event[Any]")
 
-_UNFINISHED = (ExecutionStatus.PENDING, ExecutionStatus.PROCESSING)
-# Bound once: reading an enum member costs a lookup, twice per event.
-_PROCESSING = ExecutionStatus.PROCESSING
-_COMPLETED = ExecutionStatus.COMPLETED
+_PROCESSING = ExecutionStatus.PROCESSING  # bound once: read once per event
+_Events: TypeAlias = "Iterable[E] | AsyncIterable[E]"
+_Window: TypeAlias = "MapResults[E, object] | None"
 
 
 def _unbound_clock() -> float:
     raise RuntimeError("the executor's clock is bound when it starts")
+
+
+def _start_rate(config: QueueConfig, clock: Clock | None) -> RateLimiter | None:
+    """Up to queue_capacity starts at once, then queue_capacity per refresh."""
+    refresh, capacity = config.capacity_refresh_time, config.queue_capacity
+    if refresh is None:
+        return None
+    return RateLimiter(capacity, refresh, burst=capacity, clock=clock)
 
 
 class Executor(Scoped, Generic[E]):
@@ -110,21 +118,15 @@ class Executor(Scoped, Generic[E]):
             )
         self._event_type = event_type
         self._config = queue_config
-        self._rate_limiter = check_rate_limiter(rate_limiter)
-        self._logger = logger if logger is not None else logging.getLogger("sluicegate")
-        refresh = queue_config.capacity_refresh_time
-        capacity = queue_config.queue_capacity
-        # Up to queue_capacity starts at once, then queue_capacity per refresh.
-        self._start_rate = (
-            None
-            if refresh is None
-            else RateLimiter(capacity, refresh, burst=capacity, clock=clock)
-        )
+        # The start rate first, then the user's limiter.
+        limiter = check_rate_limiter(rate_limiter)
+        gate = Gate((_start_rate(queue_config, clock), limiter), clock)
+        self._gate = gate if gate.limiters else None
         history = check_optional_int("history", history, minimum=0)
+        self._ledger: EventLedger[E] = EventLedger(event_type, history)
         self._clock = clock
         # The clock events are timed with; bound to the running loop at start.
         self._now: Callable[[], float] = _unbound_clock
-        self._own_limiter: RateLimiter | None = None
         self._queue: WorkQueue[E] = WorkQueue(
             queue_config.queue_capacity,
             concurrency_limit=queue_config.concurrency_limit,
@@ -134,18 +136,10 @@ class Executor(Scoped, Generic[E]):
             clock=clock,
         )
         self._num_workers = queue_config.concurrency_limit or 1
-        self._pending: deque[E] = deque()
-        # Events taken from `_pending` (or drawn from a batch) that the queue has
-        # not accepted yet: still pending, so that each event is counted somewhere.
-        self._drawn: list[E] = []
         # However the queue reaches STOPPED (a cancelled stop included), what can
         # no longer run is marked CANCELLED.
         self._queue.queue._on_stopped = self._cancel_leftovers
-        self._queue.queue._on_abandoned = self._cancel
-        self._completed: deque[E] = deque(maxlen=history)
-        self._failed: deque[E] = deque(maxlen=history)
-        self._cancelled: deque[E] = deque(maxlen=history)
-        self._counts = {"completed": 0, "failed": 0, "cancelled": 0}
+        self._queue.queue._on_abandoned = self._ledger.cancel
 
     # -- state ------------------------------------------------------------------
 
@@ -170,35 +164,37 @@ class Executor(Scoped, Generic[E]):
         return self._queue.status
 
     @property
+    def _running(self) -> bool:
+        """True once started, with workers (`start` does nothing then)."""
+        return self.status is QueueStatus.PROCESSING and bool(self._queue.worker_count)
+
+    @property
     def pending_events(self) -> list[E]:
         """Events appended (or drawn by a batch) that the queue has not accepted."""
-        return self._drawn + list(self._pending)
+        return self._ledger.pending_events()
 
     @property
     def completed_events(self) -> list[E]:
         """Events whose invoke returned, in the order they finished."""
-        return list(self._completed)
+        return list(self._ledger.completed)
 
     @property
     def failed_events(self) -> list[E]:
         """Events whose invoke raised an exception."""
-        return list(self._failed)
+        return list(self._ledger.failed)
 
     @property
     def cancelled_events(self) -> list[E]:
         """Events cancelled while running, or never run because the executor
         stopped."""
-        return list(self._cancelled)
+        return list(self._ledger.cancelled)
 
     @property
     def is_all_processed(self) -> bool:
         """True when no event is pending, buffered or running."""
         queue = self._queue.queue
         return (
-            not self._pending
-            and not self._drawn
-            and queue.size == 0
-            and queue.in_flight == 0
+            not self._ledger.pending_count and queue.size == 0 and queue.in_flight == 0
         )
 
     @property
@@ -206,27 +202,24 @@ class Executor(Scoped, Generic[E]):
         """The queue's counters plus ``pending``, ``completed``, ``failed`` and
         ``cancelled`` event counts; a fresh dict on every read."""
         metrics = self._queue.metrics
-        metrics["pending"] = len(self._pending) + len(self._drawn)
-        metrics.update(self._counts)
+        metrics["pending"] = self._ledger.pending_count
+        metrics.update(self._ledger.counts())
         return metrics
 
     def __repr__(self) -> str:
-        config = self._config
-        if config.capacity_refresh_time is None:
-            starts = "no start-rate limit"
-        else:
-            starts = (
-                f"starts <= {config.queue_capacity} per "
-                f"{config.capacity_refresh_time:g} s"
-            )
+        refresh = self._config.capacity_refresh_time
+        starts = (
+            "no start-rate limit"
+            if refresh is None
+            else f"starts <= {self._config.queue_capacity} per {refresh:g} s"
+        )
         return (
             f"<Executor[{self._event_type.__qualname__}] {self.status.value}, "
             f"{starts}, workers={self._num_workers}, "
-            f"pending={len(self._pending) + len(self._drawn)}, "
+            f"pending={self._ledger.pending_count}, "
             f"buffered={self._queue.size}, running={self._queue.queue.in_flight}, "
-            f"completed={self._counts['completed']}, "
-            f"failed={self._counts['failed']}, "
-            f"cancelled={self._counts['cancelled']}>"
+            + ", ".join(f"{name}={n}" for name, n in self._ledger.counts().items())
+            + ">"
         )
 
     # -- feeding events -----------------------------------------------------------
@@ -240,9 +233,8 @@ class Executor(Scoped, Generic[E]):
             ValueError: this executor already holds the event or has run it (an
                 event is invoked once; make a new one to run it again).
         """
-        self._check_event(event)
-        self._claim(event)
-        self._pending.append(event)
+        self._ledger.claim(event)
+        self._ledger.pending.append(event)
 
     async def forward(self) -> None:
         """Move every pending event into the queue, waiting while it is full.
@@ -253,22 +245,20 @@ class Executor(Scoped, Generic[E]):
         Raises:
             QueueStateError: the executor is not running.
         """
-        while self._pending:
-            event = self._pending.popleft()
+        pending = self._ledger.pending
+        while pending:
+            event = pending.popleft()
             try:
                 await self._put_drawn(event, None)
             except BaseException:
-                self._pending.appendleft(event)  # put is atomic: not accepted
+                pending.appendleft(event)  # put is atomic: not accepted
                 self._cancel_leftovers()  # the queue may have stopped meanwhile
                 raise
 
     async def _put_drawn(self, event: E, timeout: None) -> bool:
         """Put an event taken from pending or a batch, counting it as pending."""
-        self._drawn.append(event)
-        try:
+        with self._ledger.drawing(event):
             return await self._queue.queue.put(event, timeout)
-        finally:
-            self._drawn.remove(event)
 
     async def put(
         self,
@@ -285,14 +275,13 @@ class Executor(Scoped, Generic[E]):
             ValueError: this executor already holds the event or has run it.
             QueueStateError: the executor is not running.
         """
-        self._check_event(event)
-        self._claim(event)
+        self._ledger.claim(event)
         accepted = False
         try:
             accepted = await self._queue.put(event, timeout)
         finally:
             if not accepted:
-                event._executor = None  # not recorded: it may be put again
+                self._ledger.release(event)  # not recorded: it may be put again
         return accepted
 
     async def batch_process(self, events: Iterable[E] | AsyncIterable[E]) -> None:
@@ -315,11 +304,11 @@ class Executor(Scoped, Generic[E]):
                 the executor and they are CANCELLED.
         """
         check_iterable("events", events)
-        if self.status is QueueStatus.PROCESSING and self._queue.worker_count:
-            await self._feed_and_join(events)
-        else:
-            async with self:
-                await self._feed_and_join(events)
+        async with AsyncExitStack() as stack:
+            if not self._running:
+                await stack.enter_async_context(self)
+            await self._feed(events, self._ledger.claim)
+            await self._queue.join()
 
     def completed(
         self,
@@ -362,32 +351,16 @@ class Executor(Scoped, Generic[E]):
 
     @asynccontextmanager
     async def _completed_events(
-        self, events: Iterable[E] | AsyncIterable[E], results: MapResults[E, object]
+        self, events: _Events[E], results: MapResults[E, object]
     ) -> AsyncGenerator[AsyncIterator[E], None]:
-        def deliver(event: E) -> None:
-            execution = event.execution
-            error = execution.error if isinstance(execution.error, Exception) else None
-            duration = execution.duration or 0.0
-            results._deliver(
-                Outcome(event, execution.response, error, execution.attempts, duration)
-            )
-
         def check(event: E) -> None:
-            self._check_new_event(event)
+            self._ledger.claim(event)
             results._count(event)
-            event._sink = deliver  # type: ignore[assignment]
+            self._ledger.deliver_to(event, results._deliver)
 
         async def feed_all() -> None:
             try:
-                await feed_until_stopped(
-                    self._queue.queue,
-                    events,
-                    self._put_drawn,
-                    check=check,
-                    refused=self._cancel,
-                    window=results,
-                    put_now=self._queue.queue._try_put,
-                )
+                await self._feed(events, check, results)
             finally:
                 results._fed_all()
 
@@ -396,9 +369,7 @@ class Executor(Scoped, Generic[E]):
                 yield outcome.item
 
         async with AsyncExitStack() as stack:
-            opened = not (
-                self.status is QueueStatus.PROCESSING and self._queue.worker_count
-            )
+            opened = not self._running
             if opened:
                 await stack.enter_async_context(self)
             with unwrapped_group():
@@ -414,46 +385,22 @@ class Executor(Scoped, Generic[E]):
             if not results._exhausted and opened:
                 await self.stop(timeout=0)  # and run no more
 
-    async def _feed_and_join(self, events: Iterable[E] | AsyncIterable[E]) -> None:
-        # An event drawn but refused (the put was cancelled, or the executor
-        # stopped meanwhile) is never run. A stop ends the feed, and the batch.
+    async def _feed(
+        self, events: _Events[E], check: Callable[[E], None], window: _Window[E] = None
+    ) -> None:
+        """Put ``events`` as they are drawn (``check`` claims each one). One
+        drawn but refused (the put was cancelled, or the executor stopped
+        meanwhile) is CANCELLED, never run; a stop ends the feed."""
+        queue = self._queue.queue
         await feed_until_stopped(
-            self._queue.queue,
+            queue,
             events,
             self._put_drawn,
-            check=self._check_new_event,
-            refused=self._cancel,
-            put_now=self._queue.queue._try_put,
+            check=check,
+            refused=self._ledger.cancel,
+            window=window,
+            put_now=queue._try_put,
         )
-        await self._queue.join()
-
-    def _check_new_event(self, event: object) -> None:
-        # The claim is read first: narrowed by isinstance, `event` would be an
-        # Event of unknown response type to a type checker.
-        if getattr(event, "_executor", None) is not None or not isinstance(
-            event, self._event_type
-        ):
-            self._check_event(event)  # raises, saying which rule it breaks
-            self._claim(event)  # type: ignore[arg-type]
-        event._executor = self  # type: ignore[attr-defined]
-
-    def _claim(self, event: E) -> None:
-        """Record ``event`` as this executor's; refuse one already given to one."""
-        owner = getattr(event, "_executor", None)
-        if owner is not None:
-            where = "this executor" if owner is self else "another executor"
-            raise ValueError(
-                f"event {event!r} was already given to {where} (it is invoked "
-                "once): create a new event to run the work again"
-            )
-        event._executor = self
-
-    def _check_event(self, event: object) -> None:
-        if not isinstance(event, self._event_type):
-            raise TypeError(
-                f"event must be an instance of {self._event_type.__qualname__}, got "
-                f"{type(event).__qualname__}: {event!r}"
-            )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -465,9 +412,7 @@ class Executor(Scoped, Generic[E]):
         Raises:
             QueueStateError: no task group given outside ``async with``.
         """
-        if self._lifespan_cm is not None or (
-            self.status is QueueStatus.PROCESSING and self._queue.worker_count
-        ):
+        if self._lifespan_cm is not None or self._running:
             return
         if check_task_group(task_group) is None:
             raise QueueStateError(
@@ -475,7 +420,7 @@ class Executor(Scoped, Generic[E]):
                 "`async with executor:`, or `await executor.start(task_group=tg)` "
                 "inside `async with anyio.create_task_group() as tg:`"
             )
-        self._bind_clock()
+        self._now = reader(self._clock)  # one lookup per run, not per reading
         await self._queue.start()
         await self._queue.process(
             self._run, self._num_workers, self._on_failed, task_group=task_group
@@ -496,13 +441,13 @@ class Executor(Scoped, Generic[E]):
         Raises:
             QueueStateError: events are pending but the executor never started.
         """
-        if self._pending and self._queue.status is not QueueStatus.STOPPED:
+        if self._ledger.pending and self._queue.status is not QueueStatus.STOPPED:
             await self.forward()
         await self._queue.join()
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
-        self._bind_clock()
+        self._now = reader(self._clock)  # one lookup per run, not per reading
         try:
             async with self._queue:
                 await self._queue.process(self._run, self._num_workers, self._on_failed)
@@ -515,93 +460,40 @@ class Executor(Scoped, Generic[E]):
     # -- running one event -----------------------------------------------------------
 
     async def _run(self, event: E) -> None:
-        """The worker function: wait for the rates, invoke, record a success.
+        """The worker function: pass the gate, invoke, record a success.
 
-        The clock is read twice per event (a rate check needs the time anyway,
-        and it is when the event starts), without yielding unless a rate binds.
-        A failure is recorded by `_on_failed` once no retry is left; an event
-        given up (cancelled) by `_cancel`, which the queue calls.
+        One clock reading serves the gate (every limiter, without yielding
+        unless one binds) and starts the call. A final failure is recorded by
+        `_on_failed`, a cancelled event by the ledger's `cancel` (the queue's).
         """
         execution = event.execution
         now = self._now
         started = now()
-        start_rate = self._start_rate
-        if start_rate is not None and not start_rate._take(started, 1):
-            await start_rate.acquire()
+        gate = self._gate
+        if gate is not None and not gate.admit(started):
+            await gate.wait()
             started = now()
-        limiter = self._rate_limiter
-        if limiter is not None:
-            own = self._own_limiter  # the same object, if a RateLimiter on our clock
-            if own is None or not own._take(started, 1):
-                await limiter.acquire()
-                started = now()
+        # `EventLedger.start`, written out: once per event on the hot path.
         execution.status = _PROCESSING
         execution.attempts += 1
         try:
-            execution.response = await event.invoke()
+            response = await event.invoke()
         except RetryAfter as exc:
-            # Server pushback: hold every start until then, here and wherever
-            # the rate limiter is shared (the queue, which sees the error
-            # next, holds itself: no worker takes another event meanwhile).
-            if limiter is not None:
-                limiter.hold(exc.seconds)
-            if start_rate is not None:
-                start_rate.hold(exc.seconds)
+            # Server pushback: hold every limiter, wherever shared (the queue,
+            # which sees the error next, holds itself).
+            if gate is not None:
+                gate.hold(exc.seconds)
             raise
         finally:
             execution.duration = now() - started
-        execution.status = _COMPLETED
-        execution.error = None
-        # `_record`, written out: once per event on the hot path.
-        self._completed.append(event)
-        self._counts["completed"] += 1
-        if event._sink is not None:
-            sink = event._sink
-            event._sink = None
-            sink(event)
+        self._ledger.complete(event, response)
 
     async def _on_failed(self, exc: Exception, event: E) -> None:
         """The queue's error handler: ``event`` has failed for good."""
-        execution = event.execution
-        execution.status = ExecutionStatus.FAILED
-        execution.error = exc
-        self._record(self._failed, "failed", event)
+        self._ledger.fail(event, exc)
         self._queue.queue._log_failure(exc, event)  # the queue's one log policy
-
-    def _record(self, history: deque[E], outcome: str, event: E) -> None:
-        history.append(event)
-        self._counts[outcome] += 1
-        sink = event._sink
-        if sink is not None:
-            event._sink = None
-            sink(event)
-
-    def _bind_clock(self) -> None:
-        # One lookup per run instead of one per reading.
-        self._now = reader(self._clock)
-        # A RateLimiter on the same clock can use the reading the start rate
-        # took, without an await; any other limiter is awaited.
-        limiter = self._rate_limiter
-        self._own_limiter = (
-            limiter
-            if type(limiter) is RateLimiter and limiter._uses_clock(self._clock)
-            else None
-        )
-
-    def _cancel(self, event: E) -> None:
-        """Mark ``event`` CANCELLED unless it has already finished."""
-        if event.execution.status in (
-            ExecutionStatus.PENDING,
-            ExecutionStatus.PROCESSING,
-        ):
-            event.execution.status = ExecutionStatus.CANCELLED
-            self._record(self._cancelled, "cancelled", event)
 
     def _cancel_leftovers(self) -> None:
         """Mark CANCELLED what can no longer run: pending and unprocessed events."""
-        if self._queue.status is not QueueStatus.STOPPED:
-            return
-        while self._pending:
-            self._cancel(self._pending.popleft())
-        for event in self._queue.unprocessed:
-            self._cancel(event)
+        if self._queue.status is QueueStatus.STOPPED:
+            self._ledger.cancel_leftovers(self._queue.unprocessed)

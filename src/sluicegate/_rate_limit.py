@@ -3,79 +3,14 @@
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Callable
 
-from anyio import CancelScope, WouldBlock
+from anyio import WouldBlock
 
 from ._clock import AnyIOClock, Clock, check_clock
-from ._waiters import WaiterLine
+from ._head_of_line import HeadOfLine
 
-if sys.version_info >= (3, 11):
-    from typing import Self
-else:  # pragma: no cover
-    from typing_extensions import Self
-
-__all__ = ["RateLimiter"]
-
-
-class HeadOfLine:
-    """The waiting half of a rate limiter: a line served in arrival order in
-    which only the head asks the bucket, and sleeps until it may ask again.
-
-    A subclass's ``acquire`` calls `_wait_for_turn`, asks (sleeping with
-    `_sleep_as_head` in between) and, however that ends, `_pass_the_head`.
-    `_wake_the_head` cuts the head's sleep short (new settings, a hold to
-    send). ``async with limiter:`` takes one token, as ``acquire()`` does.
-    """
-
-    def __init__(self) -> None:
-        # True while a task holds the head of the line, or has been woken to take
-        # it and has not run yet; anyone parked in the line implies it.
-        self._has_head = False
-        self._line = WaiterLine(on_lost_wake=self._pass_the_head)
-        # The scope the head sleeps in, while it sleeps.
-        self._head_sleep: CancelScope | None = None
-
-    async def acquire(self, tokens: float = 1) -> None:
-        raise NotImplementedError  # pragma: no cover
-
-    async def _wait_for_turn(self) -> None:
-        """Become the head of the line: at once if nobody holds it, else when
-        the head before this caller passes it on."""
-        if self._has_head:
-            # Woken only when the head of the line is handed on to us; if
-            # cancelled after that, the line passes it on (_pass_the_head).
-            await self._line.park()
-        else:
-            self._has_head = True
-
-    def _pass_the_head(self) -> None:
-        if not self._line.wake_one():
-            self._has_head = False
-
-    async def _sleep_as_head(self, clock: Clock, deadline: float) -> None:
-        """Sleep until ``clock`` reaches ``deadline``, or `_wake_the_head`."""
-        self._head_sleep = scope = CancelScope()
-        try:
-            with scope:
-                # Timers may fire a little early (uvloop's count whole
-                # milliseconds): the head sleeps on until the deadline.
-                while clock.current_time() < deadline:
-                    await clock.sleep_until(deadline)
-        finally:
-            self._head_sleep = None
-
-    def _wake_the_head(self) -> None:
-        if self._head_sleep is not None:
-            self._head_sleep.cancel()
-
-    async def __aenter__(self) -> Self:
-        """``async with limiter:`` takes one token, as `acquire` does."""
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Nothing to give back: a token is spent once taken."""
+__all__ = ["HeadOfLine", "RateLimiter", "taker"]
 
 
 class RateLimiter(HeadOfLine):
@@ -326,18 +261,28 @@ class RateLimiter(HeadOfLine):
         """
         if type(tokens) is not int or tokens != 1:
             _check_tokens(tokens, self._burst)
-        if not self._take(self._clock.current_time(), tokens):
+        if not self.take_at(self._clock.current_time(), tokens):
             raise WouldBlock
 
-    def _uses_clock(self, clock: Clock | None) -> bool:
-        """True if this limiter reads ``clock`` (None: the event loop's)."""
+    def reads_clock(self, clock: Clock | None) -> bool:
+        """True if this limiter reads ``clock`` (None: the event loop's).
+
+        Then a reading of ``clock`` may be passed to `take_at`.
+        """
         if clock is None:
             return isinstance(self._clock, AnyIOClock)
         return self._clock is clock
 
-    def _take(self, now: float, tokens: float) -> bool:
+    def take_at(self, now: float, tokens: float = 1) -> bool:
         """Take ``tokens`` at time ``now`` if nobody waits, the limiter is not
-        held and the bucket has them; else False."""
+        held and the bucket has them; else take nothing and return False.
+
+        `acquire_nowait` without the clock reading and the checks, for code
+        that has just read the limiter's clock (see `reads_clock`) and needs
+        the time itself, as a queue does to time the call it starts: one
+        reading for both. ``now`` must be that reading, and ``tokens`` a number
+        > 0 and at most `burst` (unchecked).
+        """
         if self._has_head or now < self._held_until:
             return False
         # `_refill`, written out: this runs once per call on the hot path. Past
@@ -375,7 +320,7 @@ class RateLimiter(HeadOfLine):
         """
         if type(tokens) is not int or tokens != 1:
             _check_tokens(tokens, self._burst)
-        if self._take(self._clock.current_time(), tokens):
+        if self.take_at(self._clock.current_time(), tokens):
             return
         await self._wait_for_turn()
         try:
@@ -432,6 +377,44 @@ class RateLimiter(HeadOfLine):
             f"RateLimiter(rate={self._rate:g}, period={self._period:g}, "
             f"burst={self._burst:g})"
         )
+
+
+def taker(limiters: tuple[RateLimiter, ...]) -> Callable[[float], bool]:
+    """``take(now)``: take one token from each of ``limiters`` at ``now``, or none.
+
+    ``now`` is a reading of the clock they all read (see
+    `RateLimiter.reads_clock`). If one of them cannot grant its token, the
+    tokens the ones before it granted are put back, which at the same ``now``
+    leaves their buckets as they were: ``take`` returns False having taken
+    nothing. For one or two limiters it is a single call (the hot path).
+    """
+    if len(limiters) == 1:
+        return limiters[0].take_at
+    if len(limiters) == 2:  # the Executor's: its start rate and a limiter
+        first, second = limiters
+        take_first, take_second = first.take_at, second.take_at
+
+        def take_both(now: float) -> bool:
+            if not take_first(now):
+                return False
+            if take_second(now):
+                return True
+            first._tokens += 1  # (see take_all below)
+            return False
+
+        return take_both
+
+    def take_all(now: float) -> bool:
+        for index, limiter in enumerate(limiters):
+            if not limiter.take_at(now):
+                for granted in limiters[:index]:
+                    # take_at refilled it up to now and took the token: at that
+                    # same time, adding it back undoes the grant exactly.
+                    granted._tokens += 1
+                return False
+        return True
+
+    return take_all
 
 
 def _check_tokens(tokens: object, burst: float) -> None:
