@@ -317,13 +317,16 @@ async def test_restart_after_a_stop_that_listed_delayed_items(inside: bool) -> N
         if item == 50:
             await gate.wait()
         elif calls[item] == 1:
+            # A RetryAfter pauses the queue: the first three calls all start
+            # (three workers) before the first of them raises.
+            await anyio.lowlevel.checkpoint()
             raise RetryAfter(due.get(item, 0.5))
         done[item] += 1
 
     async def runs(
         watch: Watch, queue: BoundedQueue[int], task_group: TaskGroup | None
     ) -> None:
-        await queue.start_workers(work, 1, task_group=task_group, retry=POLICY)
+        await queue.start_workers(work, 3, task_group=task_group, retry=POLICY)
         for item in (0, 1, 2):
             await queue.put(item)
         await watch.settle()
