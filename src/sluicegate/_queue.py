@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Final, Generic, TypeVar
 
@@ -474,7 +474,9 @@ class BoundedQueue(Scoped, Generic[T]):
             self._finalize()
 
     @contextmanager
-    def _told_of_stop(self, listener: Callable[[], object]) -> Iterator[None]:
+    def _told_of_stop(
+        self, listener: Callable[[], object]
+    ) -> Generator[None, None, None]:
         """Call ``listener()`` at each step of a stop while the block runs.
 
         The steps: the stop begins (the queue is STOPPING, and takes no new

@@ -8,8 +8,8 @@ from collections.abc import (
     AsyncIterable,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
-    Iterator,
 )
 from contextlib import (
     AbstractAsyncContextManager,
@@ -496,7 +496,7 @@ class WorkQueue(Generic[T]):
             results._settle()
 
     @contextmanager
-    def _followed_by(self, results: MapResults[T, Any]) -> Iterator[None]:
+    def _followed_by(self, results: MapResults[T, Any]) -> Generator[None, None, None]:
         """Tell ``results`` of each step of a stop while the block runs, and
         count as its `unprocessed` what the queue lists from now on (it holds
         no items but the map's)."""
