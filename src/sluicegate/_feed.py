@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
+from inspect import isgenerator
 from typing import Protocol, TypeVar
 
 from anyio import CancelScope
@@ -114,9 +115,13 @@ async def feed(
     # The common case needs no coroutine per item: room in the window and in
     # the queue.
     if not isinstance(items, AsyncIterable):
-        for item in items:
-            if not at_once(item):
-                await _put(item, put, refused, window)
+        try:
+            for item in items:
+                if not at_once(item):
+                    await _put(item, put, refused, window)
+        except BaseException:
+            close_generator(items)
+            raise
         return
     iterator = aiter(items)
     try:
@@ -124,10 +129,25 @@ async def feed(
             if not at_once(item):
                 await _put(item, put, refused, window)
     except BaseException:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_source(iterator)
         raise
+
+
+def close_generator(items: object) -> None:
+    """Close ``items`` if it is a generator left part way, so that its
+    ``finally`` runs now (other iterables are the caller's to close)."""
+    if isgenerator(items):
+        items.close()
+
+
+async def aclose_source(iterator: object) -> None:
+    """Close an async iterator left part way, shielded: its cleanup (an
+    async generator's ``finally``) runs to its end even when the feed is
+    cancelled."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with CancelScope(shield=True):
+            await aclose()
 
 
 async def _put(

@@ -208,6 +208,7 @@ class BoundedQueue(Scoped, Generic[T]):
         # two listeners (its reader, and the task feeding an async source), and
         # several `Executor.completed` readers may share one queue.
         self._stop_listeners: list[Callable[[], object]] = []
+        self._runs_by: list[str] = []  # the maps and batches running here
         self._fast_puts = 0
         # The calls of items, and their failures, retries included.
         self._calls: Calls[T] = Calls(
@@ -1004,10 +1005,32 @@ class BoundedQueue(Scoped, Generic[T]):
         cancelled and listed in `unprocessed`. Returns when `worker_count` is 0,
         or, called from a worker function, when every other worker has ended or
         is itself stopping (the calling worker ends once its item is done).
+
+        Raises:
+            QueueStateError: a `WorkQueue.map` or `WorkQueue.batch_process` runs
+                its workers on this queue: without them it would wait forever;
+                leave its block, or `stop` the queue.
         """
         timeout = check_seconds("timeout", timeout, allow_none=True)
+        if self._runs_by:
+            raise QueueStateError(
+                f"cannot stop_workers(): a map() or batch_process() runs its "
+                f"workers on this queue ({self._runs_by[-1]}), and without them would "
+                "wait forever for its items; leave its block (break out of a "
+                "map), or stop() the queue to end it with every finished outcome"
+            )
         self._pool.withdraw()
         await self._end_workers(list(self._pool.workers), timeout)
+
+    @contextmanager
+    def _run_by(self, call: str) -> Generator[None, None, None]:
+        """While the block runs, a map or batch (``call``) runs its workers
+        here: `stop_workers` refuses, instead of stranding its items."""
+        self._runs_by.append(call)
+        try:
+            yield
+        finally:
+            self._runs_by.remove(call)
 
     async def _run_worker(self, worker: Worker, job: _Job[T]) -> None:  # noqa: PLR0915
         """One worker: take items and handle them until asked to stop.

@@ -27,7 +27,7 @@ from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
 from ._exceptions import QueueStateError, unwrapped_group
-from ._feed import feed_until_stopped
+from ._feed import close_generator, feed_until_stopped
 from ._lifecycle import worker_count_for
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import (
@@ -466,22 +466,24 @@ class WorkQueue(Generic[T]):
                 "for a retry) that are not the map's: process them first, or give "
                 "the map a WorkQueue of its own"
             )
+        source = None if isinstance(items, AsyncIterable) else iter(items)
         try:
             async with AsyncExitStack() as stack:
                 if queue.status is not QueueStatus.PROCESSING:
                     await stack.enter_async_context(queue)
                 stack.enter_context(self._followed_by(results))
+                stack.enter_context(queue._run_by("map"))
                 # The one exception that ended the block (a failure raised by
                 # the results, an error from `items`), as it was raised.
                 with unwrapped_group():
                     async with create_task_group() as tg:
                         workers = queue._spawn_workers(tg, job, num_workers)
-                        if isinstance(items, AsyncIterable):
+                        if source is None:
                             tg.start_soon(self._feed_map, items, results, workers)
                         else:
                             # The reader reads a plain iterable itself: no task.
                             results._read_from(
-                                iter(items),
+                                source,
                                 queue._room_to_put,
                                 queue._put_all_nowait,
                                 queue._record_refused,
@@ -494,6 +496,7 @@ class WorkQueue(Generic[T]):
                             await queue._end_workers(workers, None)
         finally:
             results._settle()
+            close_generator(source)  # left part way: its `finally` runs now
 
     @contextmanager
     def _followed_by(self, results: MapResults[T, Any]) -> Generator[None, None, None]:
@@ -534,7 +537,8 @@ class WorkQueue(Generic[T]):
         num_workers: int,
     ) -> None:
         queue = self._queue
-        with unwrapped_group():  # the one error (from `items`, say), as raised
+        with queue._run_by("batch_process"), unwrapped_group():
+            # (unwrapped: the one error, from `items` say, as raised)
             async with create_task_group() as tg:
                 workers = queue._spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
