@@ -171,6 +171,58 @@ async def test_a_map_cancelled_at_every_suspension_loses_nothing(
     await sweep(scenario)
 
 
+@pytest.mark.parametrize("timeout", [None, 0], ids=["stop", "stop(0)"])
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_stop_at_every_suspension_of_a_map_ends_it_with_every_outcome(
+    kind: str, ordered: bool, timeout: float | None
+) -> None:
+    """Another task stops the queue at each suspension of a map: the map ends
+    normally, with one outcome for each item processed and none for an item
+    listed unprocessed; nothing is drawn once the stop has begun."""
+
+    async def scenario(watch: Watch, n: int | None) -> None:
+        queue = new_queue(watch)
+        plan = Plan()
+        items, drawn = source(kind, range(N))
+        yielded: list[int] = []
+        drawn_at_stop: list[int] = []
+        before = tasks()
+        async with anyio.create_task_group() as tg:
+
+            async def stopping() -> None:
+                # The stop begins (STOPPING) before this task first awaits;
+                # it may come after the reader is done, too.
+                if running:
+                    drawn_at_stop.append(len(drawn.drawn))
+                await queue.stop(timeout)
+
+            def stop() -> None:
+                tg.start_soon(stopping)
+
+            running = True
+            async with queue.map(
+                plan.work, items, num_workers=2, ordered=ordered, window=4
+            ) as results:
+                with watch.at(n, stop):
+                    async for outcome in results:
+                        yielded.append(outcome.item)
+                    running = False  # the reader is done: what comes is after it
+        assert tasks() == before
+        assert_accounted(queue, drawn.drawn, plan.done)
+        check_outcomes(yielded, plan)
+        # Every item processed got its outcome, also those the stop let finish.
+        assert sorted(yielded) == sorted(plan.done), (yielded, plan.done)
+        if drawn_at_stop:
+            assert len(drawn.drawn) == drawn_at_stop[0]
+            assert results.stopped
+            assert results.unprocessed == len(queue.unprocessed)
+        if ordered:
+            assert yielded == sorted(yielded)
+
+    await sweep(scenario)
+
+
 # -- an early break -------------------------------------------------------------
 
 
