@@ -14,10 +14,9 @@ The books are checked at every suspension (tests/watch.py).
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -40,14 +39,7 @@ GUARD = 10
 POLICY = RetryPolicy(attempts=3, backoff=0.2, jitter=False)
 
 
-@pytest.fixture(autouse=True)
-def quiet_worker_errors() -> Iterator[None]:
-    """Items fail on purpose: keep the failure log quiet meanwhile."""
-    logger = logging.getLogger("sluicegate")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_worker_errors")  # items fail on purpose
 
 
 class Plan:

@@ -16,7 +16,6 @@ every suspension (tests/watch.py); no task is left behind.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -39,13 +38,7 @@ POLICY = RetryPolicy(attempts=3, backoff=0.2, jitter=False)
 N = 8
 
 
-@pytest.fixture(autouse=True)
-def quiet_worker_errors() -> Iterator[None]:
-    logger = logging.getLogger("sluicegate")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_worker_errors")  # items fail on purpose
 
 
 class Plan:
