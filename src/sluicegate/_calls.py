@@ -32,11 +32,11 @@ from ._status import QueueStatus
 __all__ = [
     "Calls",
     "ErrorHandler",
+    "HoldEnd",
     "Host",
     "Sink",
     "Timed",
     "WorkerFunc",
-    "_HoldEnd",
     "_Job",
     "_Retry",
     "_unwrap",
@@ -67,7 +67,7 @@ class _Retry:
         self.first = first
 
 
-class _HoldEnd:
+class HoldEnd:
     """The mark in a queue's delay line that ends the queue's hold when due."""
 
     __slots__ = ()
@@ -75,7 +75,7 @@ class _HoldEnd:
 
 #: What a queue's delay line holds: items waiting out a backoff, the cancel
 #: scopes of calls with a deadline (on an injected clock), and the hold's end.
-Timed: TypeAlias = "_Retry | CancelScope | _HoldEnd"
+Timed: TypeAlias = "_Retry | CancelScope | HoldEnd"
 
 
 def _unwrap(entry: T | _Retry) -> T:

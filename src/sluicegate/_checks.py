@@ -64,6 +64,17 @@ def check_seconds(name: str, value: object, *, allow_none: bool) -> float | None
     return float(value)
 
 
+def check_hold(seconds: object) -> bool:
+    """Check the ``seconds`` of a `hold`; True unless it is 0 (no hold)."""
+    if not is_number(seconds):
+        raise TypeError(
+            f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
+        )
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+    return bool(seconds)
+
+
 def check_iterable(name: str, value: object) -> None:
     """Raise TypeError unless ``value`` is an iterable or an async iterable."""
     if not isinstance(value, (Iterable, AsyncIterable)):

@@ -36,10 +36,10 @@ from anyio.lowlevel import checkpoint
 from ._calls import (
     Calls,
     ErrorHandler,
+    HoldEnd,
     Sink,
     Timed,
     WorkerFunc,
-    _HoldEnd,
     _Job,
     _Retry,
     _unwrap,
@@ -48,6 +48,7 @@ from ._calls import (
 )
 from ._checks import (
     check_callable,
+    check_hold,
     check_int,
     check_optional_int,
     check_seconds,
@@ -64,7 +65,6 @@ from ._lifecycle import (
     worker_group,
 )
 from ._protocols import RateLimiterProtocol, check_rate_limiter
-from ._rate_limit import _check_hold
 from ._results import Outcome
 from ._retry import RetryPolicy
 from ._scoped import Scoped
@@ -96,7 +96,7 @@ _YIELD_EVERY: Final = 64
 
 
 _PROCESSING: Final = QueueStatus.PROCESSING
-_HOLD_END: Final = _HoldEnd()
+_HOLD_END: Final = HoldEnd()
 
 
 class BoundedQueue(Scoped, Generic[T]):
@@ -376,7 +376,7 @@ class BoundedQueue(Scoped, Generic[T]):
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
-        if _check_hold(seconds):
+        if check_hold(seconds):
             self._hold_until(self._now() + seconds)
 
     def _hold_until(self, deadline: float) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from anyio import WouldBlock
 
+from ._checks import check_hold
 from ._clock import AnyIOClock, Clock, check_clock
 from ._head_of_line import HeadOfLine
 
@@ -211,7 +212,7 @@ class RateLimiter(HeadOfLine):
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
-        if _check_hold(seconds):
+        if check_hold(seconds):
             now = self._clock.current_time()
             self._hold(now, now + seconds)
 
@@ -425,17 +426,6 @@ def _check_tokens(tokens: object, burst: float) -> None:
         raise ValueError(
             f"tokens must be > 0 and at most burst ({burst:g}), got {tokens!r}"
         )
-
-
-def _check_hold(seconds: object) -> bool:
-    """Check the ``seconds`` of a `hold`; True unless it is 0 (no hold)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(
-            f"seconds must be a number, got {seconds!r} ({type(seconds).__name__})"
-        )
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-    return bool(seconds)
 
 
 def _positive_finite(name: str, value: object) -> float:

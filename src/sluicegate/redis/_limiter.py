@@ -12,11 +12,11 @@ from typing import Any, Final
 from anyio.lowlevel import checkpoint_if_cancelled
 from coredis.exceptions import InvalidResponse
 
+from sluicegate._checks import check_hold
 from sluicegate._clock import AnyIOClock
 from sluicegate._rate_limit import (
     HeadOfLine,
     _check_burst,
-    _check_hold,
     _check_tokens,
     _positive_finite,
 )
@@ -202,7 +202,7 @@ class RedisRateLimiter(HeadOfLine):
             TypeError: seconds is not a number.
             ValueError: seconds is negative, NaN or infinite.
         """
-        if not _check_hold(seconds):
+        if not check_hold(seconds):
             return
         self._hold_until = max(self._hold_until, self._clock.current_time() + seconds)
         self._wake_the_head()
