@@ -23,8 +23,9 @@ from books import assert_books
 from fake_clock import FakeClock, all_blocked
 from trio.testing import MockClock
 
+import sluicegate._core
 import sluicegate._ledger
-import sluicegate._queue
+import sluicegate._worker_loop
 from sluicegate import (
     BoundedQueue,
     Event,
@@ -33,6 +34,8 @@ from sluicegate import (
     RetryPolicy,
     WorkQueue,
 )
+from sluicegate._books import Books
+from sluicegate._queue import core_of
 from sluicegate._waiters import _COMPACT_AFTER, WaiterLine, _Waiter
 
 __all__ = [
@@ -98,47 +101,58 @@ async def noop(item: object) -> None:
 
 def getters_line(queue: BoundedQueue[Any]) -> WaiterLine:
     """The line of ``get()`` callers parked on an empty queue."""
-    return queue._getters
+    return core_of(queue).dispatch.getters
 
 
 def idle_workers_line(queue: BoundedQueue[Any]) -> WaiterLine:
     """The line of idle workers parked for an item (woken LIFO)."""
-    return queue._idle_workers
+    return core_of(queue).dispatch.idle_workers
 
 
 def producers_line(queue: BoundedQueue[Any]) -> WaiterLine:
     """The line of producers blocked on a full queue."""
-    return queue._producers
+    return core_of(queue).dispatch.producers
 
 
 def slots_in_use(queue: BoundedQueue[Any]) -> int:
     """How many workers hold a slot of the concurrency limit now."""
-    return queue._active
+    return core_of(queue).dispatch.active
 
 
 def slot_count(queue: BoundedQueue[Any]) -> float:
     """How many slots the concurrency limit gives (infinite for no limit)."""
-    return queue._slots
+    return core_of(queue).dispatch.slots
 
 
 def workers_starting(queue: BoundedQueue[Any]) -> int:
     """How many workers were started (from the reserve) and have not run yet."""
-    return queue._starting
+    return core_of(queue).dispatch.starting
 
 
 def workers_in_reserve(queue: BoundedQueue[Any]) -> int:
     """How many workers asked for are held in reserve, not started yet."""
-    return queue._pool.reserved
+    return core_of(queue).dispatch.pool.reserved
 
 
 def workers_looking(queue: BoundedQueue[Any]) -> int:
     """How many workers look at the buffer once more before they park."""
-    return queue._looking
+    return core_of(queue).dispatch.looking
 
 
 def taken_by_get(queue: BoundedQueue[Any]) -> int:
     """How many items ``get()`` callers took and have not called task_done for."""
-    return queue._taken_by_get
+    return core_of(queue).books.taken_by_get
+
+
+def books_of(queue: BoundedQueue[Any]) -> Books[Any]:
+    """The books of ``queue``: its buffer and counts (tests may unbalance them)."""
+    return core_of(queue).books
+
+
+def delay_line_empty(queue: BoundedQueue[Any]) -> bool:
+    """Whether nothing at all (retry, deadline, hold's end) waits in ``queue``'s
+    delay line, entries withdrawn but not yet dropped included."""
+    return not core_of(queue).timers.line._heap
 
 
 def patch_worker_checkpoint(
@@ -146,9 +160,10 @@ def patch_worker_checkpoint(
 ) -> None:
     """Make the worker loop await ``replacement`` where it awaits anyio's checkpoint.
 
-    (The queue module's other checkpoints, in put and get, call it too.)
+    (The core's other checkpoints, in put, call it too.)
     """
-    monkeypatch.setattr(sluicegate._queue, "checkpoint", replacement)
+    monkeypatch.setattr(sluicegate._worker_loop, "checkpoint", replacement)
+    monkeypatch.setattr(sluicegate._core, "checkpoint", replacement)
 
 
 # -- other objects' internals ---------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 from anyio.abc import TaskGroup
 from books import assert_books
 from fake_clock import FakeClock, all_blocked
+from support import delay_line_empty
 from watch import Watch, assert_accounted, sweep, tasks, watching
 
 from sluicegate import (
@@ -472,7 +473,7 @@ async def test_a_hundred_thousand_items_in_the_delay_line(
                 await queue.stop()
     assert_books(queue)
     assert queue.delayed == 0
-    assert not queue._timers._heap  # nothing left behind in the line
+    assert delay_line_empty(queue)  # nothing left behind in the line
     if then == "released":
         assert queue.metrics["processed"] == MANY
         assert order == expected

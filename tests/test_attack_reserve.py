@@ -23,6 +23,13 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from fake_clock import all_blocked
+from support import (
+    idle_workers_line,
+    slot_count,
+    slots_in_use,
+    workers_in_reserve,
+    workers_starting,
+)
 from watch import Watch, assert_accounted, sweep, tasks, watching
 
 from sluicegate import BoundedQueue, QueueStateError, RetryPolicy
@@ -61,12 +68,12 @@ class Work:
 
 def stranded(queue: BoundedQueue[int]) -> str | None:
     """Call when all is quiet: what a buffered item waits for in vain."""
-    if queue._starting:
-        return f"{queue._starting} workers counted as on their way"
+    if workers_starting(queue):
+        return f"{workers_starting(queue)} workers counted as on their way"
     if not queue.size:
         return None
-    idle = queue._idle_workers.parked + queue._pool.reserved
-    if idle and queue._active < queue._slots:
+    idle = idle_workers_line(queue).parked + workers_in_reserve(queue)
+    if idle and slots_in_use(queue) < slot_count(queue):
         return f"size={queue.size} with {idle} idle workers (parked or in reserve)"
     return None
 
@@ -138,7 +145,7 @@ async def test_an_item_put_as_a_reserves_group_is_cancelled_waits_for_a_live_one
                 for item in ("a", "b", "c"):
                     await queue.put(item)
                 await all_blocked()  # every started worker holds an item
-                assert queue._pool.reserved == 4
+                assert workers_in_reserve(queue) == 4
                 doomed.cancel_scope.cancel()
                 await queue.put("d")  # at once: no worker idle
             assert queue.worker_count == 1

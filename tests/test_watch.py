@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from support import books_of
 from watch import Watch, sweep, watching
 
 from sluicegate import BoundedQueue
@@ -15,10 +16,10 @@ async def test_books_that_fail_between_two_steps_fail_the_block() -> None:
     await queue.start()
     with pytest.raises(AssertionError, match="in_flight"):
         async with watching(queue):
-            queue._processed += 1  # one item more than was put: in_flight -1
+            books_of(queue).processed += 1  # one item more than was put: in_flight -1
             await anyio.lowlevel.checkpoint()
             await anyio.lowlevel.checkpoint()
-            queue._processed -= 1  # balanced again by the end
+            books_of(queue).processed -= 1  # balanced again by the end
     await queue.stop()
 
 

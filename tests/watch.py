@@ -37,6 +37,7 @@ import sniffio
 import trio
 from books import assert_books
 from fake_clock import FakeClock, all_blocked
+from support import taken_by_get
 
 from sluicegate import BoundedQueue, QueueStatus
 from sluicegate._exceptions import unwrapped_group
@@ -78,7 +79,7 @@ class Watch:
             try:
                 assert_books(queue)
                 inner = _bounded(queue)
-                held = inner.worker_count + inner._taken_by_get
+                held = inner.worker_count + taken_by_get(inner)
                 assert inner.in_flight <= held, (inner.metrics, held)
             except AssertionError as exc:
                 if len(self.failures) < 5:

@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from inspect import isawaitable
-from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
 from anyio import CancelScope
 
 from ._checks import NotAwaitableError, check_seconds, not_awaitable
 from ._clock import AnyIOClock, Clock
-from ._delay import DelayLine
 from ._exceptions import ItemTimeoutError, stray_cancellation
 from ._failure_log import FailureLog
 from ._protocols import RateLimiterProtocol
@@ -29,23 +28,25 @@ from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._status import QueueStatus
 
+if TYPE_CHECKING:
+    from ._core import Core
+    from ._timers import Timers
+
 __all__ = [
     "Calls",
     "ErrorHandler",
     "HoldEnd",
-    "Host",
+    "Job",
+    "Retry",
     "Sink",
     "Timed",
     "WorkerFunc",
-    "_Job",
-    "_Retry",
-    "_unwrap",
     "check_item_timeout",
     "check_retry",
+    "unwrap",
 ]
 
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 WorkerFunc = Callable[[T], Awaitable[Any]]
 ErrorHandler = Callable[[Exception, T], Awaitable[object]]
@@ -54,14 +55,14 @@ Sink = Callable[[Outcome[T, Any]], object]
 _PROCESSING: Final = QueueStatus.PROCESSING
 
 
-class _Retry:
+class Retry:
     """An item coming back for another call: how many it has had, since when."""
 
     __slots__ = ("attempts", "first", "item")
 
     def __init__(self, item: object, attempts: int, first: float) -> None:
-        # Any, not a type variable: `type(entry) is _Retry` cannot tell a type
-        # checker what a generic _Retry holds (an item could be a _Retry too).
+        # Any, not a type variable: `type(entry) is Retry` cannot tell a type
+        # checker what a generic Retry holds (an item could be a Retry too).
         self.item: Any = item
         self.attempts = attempts
         self.first = first
@@ -75,14 +76,14 @@ class HoldEnd:
 
 #: What a queue's delay line holds: items waiting out a backoff, the cancel
 #: scopes of calls with a deadline (on an injected clock), and the hold's end.
-Timed: TypeAlias = "_Retry | CancelScope | HoldEnd"
+Timed: TypeAlias = "Retry | CancelScope | HoldEnd"
 
 
-def _unwrap(entry: T | _Retry) -> T:
-    return entry.item if type(entry) is _Retry else entry  # type: ignore[return-value]
+def unwrap(entry: T | Retry) -> T:
+    return entry.item if type(entry) is Retry else entry  # type: ignore[return-value]
 
 
-class _Job(Generic[T]):
+class Job(Generic[T]):
     """How one set of workers handles an item: what to call, and around it."""
 
     __slots__ = ("func", "limiter", "on_error", "plain", "retry", "sink", "timeout")
@@ -125,30 +126,11 @@ def check_item_timeout(item_timeout: object) -> float | None:
     return seconds
 
 
-class Host(Protocol[T_contra]):
-    """What `Calls` needs of the queue that owns it."""
-
-    _status: QueueStatus
-    _delayed: int  # items waiting out a backoff: they count against maxsize
-
-    def _finished(self) -> None:
-        """Count an item as processed."""
-        ...
-
-    def _abandoned(self, item: T_contra) -> None:
-        """List ``item`` as unprocessed."""
-        ...
-
-    def hold(self, seconds: float) -> None:
-        """Start no new call for the next ``seconds``."""
-        ...
-
-
 class Calls(Generic[T]):
     """How one queue's items are called, and their outcomes settled.
 
-    ``queue`` is the queue that owns it: its books hear of each item finished
-    or given up, and of each put in its delay line, ``timers``, for a retry.
+    ``core`` is the core of the queue that owns it: its books hear of each
+    item finished or given up, and ``timers`` of each retry to wait out.
     ``clock`` is the queue's, and ``now`` its reader (the queue binds it again
     when it starts). Failures no handler takes go to ``log``. It counts the
     final failures (`errors`; by type, `error_types`) and the `retries`.
@@ -157,9 +139,9 @@ class Calls(Generic[T]):
     __slots__ = (
         "_abandoned",
         "_clock",
+        "_core",
         "_finished",
         "_log",
-        "_queue",
         "_said_not_awaitable",
         "_timers",
         "error_types",
@@ -170,15 +152,15 @@ class Calls(Generic[T]):
 
     def __init__(
         self,
-        queue: Host[T],
+        core: Core[T],
         clock: Clock,
-        timers: DelayLine[Timed],
+        timers: Timers,
         log: FailureLog,
     ) -> None:
-        self._queue = queue
+        self._core = core
         # Bound once: called once per item.
-        self._finished = queue._finished
-        self._abandoned = queue._abandoned
+        self._finished = core.books.finished
+        self._abandoned = core.abandoned
         self._clock = clock
         self.now: Callable[[], float] = clock.current_time
         self._timers = timers
@@ -188,9 +170,9 @@ class Calls(Generic[T]):
         self.retries = 0  # calls scheduled again after a failure
         self._said_not_awaitable = False
 
-    async def handle(self, entry: T | _Retry, job: _Job[T]) -> None:
+    async def handle(self, entry: T | Retry, job: Job[T]) -> None:
         """Handle one item with what the job puts around its call."""
-        if type(entry) is _Retry:
+        if type(entry) is Retry:
             item: T = entry.item
             attempts = entry.attempts + 1
             first: float | None = entry.first
@@ -240,17 +222,18 @@ class Calls(Generic[T]):
                 yield scope
             return
         with CancelScope() as scope:
-            entry = self._timers.add(scope, deadline)
+            line = self._timers.line
+            entry = line.add(scope, deadline)
             try:
                 yield scope
             finally:
-                self._timers.withdraw(entry)
+                line.withdraw(entry)
 
     async def failed(
         self,
         exc: Exception,
         item: T,
-        job: _Job[T],
+        job: Job[T],
         call: object,
         *,
         attempts: int = 1,
@@ -269,7 +252,7 @@ class Calls(Generic[T]):
             # Server pushback, about the service and not the item (retried or
             # not): this queue starts no call until then, and every queue
             # sharing the limiter backs off too.
-            self._queue.hold(exc.seconds)
+            self._core.hold(exc.seconds)
             if job.limiter is not None:
                 job.limiter.hold(exc.seconds)
         if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
@@ -302,7 +285,7 @@ class Calls(Generic[T]):
         """Put ``item`` in the delay line for another call, if ``policy`` allows."""
         if attempts >= policy.attempts or not policy.retries(exc):
             return False
-        if self._queue._status is not _PROCESSING:
+        if self._core.status is not _PROCESSING:
             # Stopped while the call ran (by its own worker, say): no next run
             # takes it; it is listed as unprocessed, as a delayed item would be.
             self._abandoned(item)
@@ -313,9 +296,8 @@ class Calls(Generic[T]):
         delay = exc.seconds if isinstance(exc, RetryAfter) else policy.delay(attempts)
         if policy.timeout is not None and now + delay - first > policy.timeout:
             return False
-        self._queue._delayed += 1
         self.retries += 1
-        self._timers.add(_Retry(item, attempts, first), now + delay)
+        self._timers.retry_later(Retry(item, attempts, first), now + delay)
         return True
 
     async def _report(

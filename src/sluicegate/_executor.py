@@ -26,11 +26,12 @@ from ._gate import Gate
 from ._ledger import EventLedger
 from ._lifecycle import check_task_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
-from ._queue import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
+from ._queue import core_of
 from ._rate_limit import RateLimiter
 from ._results import MapResults
 from ._retry import RetryAfter, RetryPolicy
 from ._scoped import Scoped
+from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._work_queue import WorkQueue
 
 __all__ = ["Executor"]
@@ -138,8 +139,9 @@ class Executor(Scoped, Generic[E]):
         self._num_workers = queue_config.concurrency_limit or 1
         # However the queue reaches STOPPED (a cancelled stop included), what can
         # no longer run is marked CANCELLED.
-        self._queue.queue._on_stopped = self._cancel_leftovers
-        self._queue.queue._on_abandoned = self._ledger.cancel
+        core = core_of(self._queue.queue)
+        core.on_stopped = self._cancel_leftovers
+        core.on_abandoned = self._ledger.cancel
 
     # -- state ------------------------------------------------------------------
 
@@ -391,15 +393,15 @@ class Executor(Scoped, Generic[E]):
         """Put ``events`` as they are drawn (``check`` claims each one). One
         drawn but refused (the put was cancelled, or the executor stopped
         meanwhile) is CANCELLED, never run; a stop ends the feed."""
-        queue = self._queue.queue
+        core = core_of(self._queue.queue)
         await feed_until_stopped(
-            queue,
+            core,
             events,
             self._put_drawn,
             check=check,
             refused=self._ledger.cancel,
             window=window,
-            put_now=queue._try_put,
+            put_now=core.try_put,
         )
 
     # -- lifecycle ----------------------------------------------------------------
@@ -491,7 +493,7 @@ class Executor(Scoped, Generic[E]):
     async def _on_failed(self, exc: Exception, event: E) -> None:
         """The queue's error handler: ``event`` has failed for good."""
         self._ledger.fail(event, exc)
-        self._queue.queue._log_failure(exc, event)  # the queue's one log policy
+        core_of(self._queue.queue).log_failure(exc, event)  # the queue's one log policy
 
     def _cancel_leftovers(self) -> None:
         """Mark CANCELLED what can no longer run: pending and unprocessed events."""

@@ -34,12 +34,12 @@ class Window(Protocol):
 
 
 class Stops(Protocol):
-    """A queue whose stop ends a feed (a `BoundedQueue` is one)."""
+    """A queue whose stop ends a feed (a queue's `Core` is one)."""
 
     @property
     def status(self) -> QueueStatus: ...
 
-    def _told_of_stop(
+    def told_of_stop(
         self, listener: Callable[[], object]
     ) -> AbstractContextManager[None]: ...
 
@@ -66,7 +66,7 @@ async def feed_until_stopped(
     """
     if queue.status in _STOPPED:
         return  # stopped before the feed began: draw nothing
-    with CancelScope() as scope, queue._told_of_stop(scope.cancel):
+    with CancelScope() as scope, queue.told_of_stop(scope.cancel):
         try:
             await feed(
                 items,

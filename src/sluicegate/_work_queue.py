@@ -23,6 +23,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
+from ._calls import (
+    ErrorHandler,
+    Job,
+    Sink,
+    WorkerFunc,
+    check_item_timeout,
+    check_retry,
+)
 from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
@@ -30,21 +38,12 @@ from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import close_generator, feed_until_stopped
 from ._lifecycle import worker_count_for
 from ._protocols import RateLimiterProtocol, check_rate_limiter
-from ._queue import (
-    USE_QUEUE_TIMEOUT,
-    BoundedQueue,
-    ErrorHandler,
-    QueueStatus,
-    Sink,
-    UseQueueTimeout,
-    WorkerFunc,
-    _Job,
-    check_item_timeout,
-    check_retry,
-)
+from ._queue import BoundedQueue, core_of
+from ._report import describe
 from ._results import MapResults
 from ._retry import RetryPolicy
 from ._statistics import QueueStatistics
+from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._workers import Worker
 
 if TYPE_CHECKING:
@@ -294,7 +293,7 @@ class WorkQueue(Generic[T]):
         return await self._queue.__aexit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
-        return f"<WorkQueue {self._queue._describe()}>"
+        return f"<WorkQueue {describe(core_of(self._queue))}>"
 
     # -- processing -------------------------------------------------------------
 
@@ -452,12 +451,13 @@ class WorkQueue(Generic[T]):
     async def _map(
         self,
         items: Iterable[T] | AsyncIterable[T],
-        job: _Job[T],
+        job: Job[T],
         num_workers: int,
         results: MapResults[T, R],
     ) -> AsyncGenerator[MapResults[T, R], None]:
         self._check_no_workers("map")
         queue = self._queue
+        core = core_of(queue)
         held = queue.size + queue.delayed
         if held:
             raise QueueStateError(
@@ -472,28 +472,28 @@ class WorkQueue(Generic[T]):
                 if queue.status is not QueueStatus.PROCESSING:
                     await stack.enter_async_context(queue)
                 stack.enter_context(self._followed_by(results))
-                stack.enter_context(queue._run_by("map"))
+                stack.enter_context(core.run_by("map"))
                 # The one exception that ended the block (a failure raised by
                 # the results, an error from `items`), as it was raised.
                 with unwrapped_group():
                     async with create_task_group() as tg:
-                        workers = queue._spawn_workers(tg, job, num_workers)
+                        workers = core.spawn_workers(tg, job, num_workers)
                         if source is None:
                             tg.start_soon(self._feed_map, items, results, workers)
                         else:
                             # The reader reads a plain iterable itself: no task.
                             results._read_from(
                                 source,
-                                queue._room_to_put,
-                                queue._put_all_nowait,
-                                queue._record_refused,
+                                core.room_to_put,
+                                core.put_all,
+                                core.books.refused,
                                 queue.maxsize,
                             )
                         yield results
                         if not results._exhausted:
                             tg.cancel_scope.cancel()  # left early: cancel the rest
                         else:
-                            await queue._end_workers(workers, None)
+                            await core.end_workers(workers, None)
         finally:
             results._settle()
             close_generator(source)  # left part way: its `finally` runs now
@@ -506,7 +506,7 @@ class WorkQueue(Generic[T]):
         queue = self._queue
         before = queue.metrics["unprocessed"]
         results._count_lost(lambda: queue.metrics["unprocessed"] - before)
-        with queue._told_of_stop(results._stop_seen):
+        with core_of(queue).told_of_stop(results._stop_seen):
             yield
 
     async def _feed_map(
@@ -516,15 +516,16 @@ class WorkQueue(Generic[T]):
         workers: list[Worker],
     ) -> None:
         queue = self._queue
+        core = core_of(queue)
         try:
             await feed_until_stopped(
-                queue,
+                core,
                 items,
                 queue.put,
                 check=results._count,
-                refused=queue._record_refused,
+                refused=core.books.refused,
                 window=results,
-                put_now=queue._try_put,
+                put_now=core.try_put,
             )
         finally:
             results._fed_all()
@@ -533,30 +534,32 @@ class WorkQueue(Generic[T]):
     async def _run_batch(
         self,
         items: Iterable[T] | AsyncIterable[T],
-        job: _Job[T],
+        job: Job[T],
         num_workers: int,
     ) -> None:
         queue = self._queue
-        with queue._run_by("batch_process"), unwrapped_group():
+        core = core_of(queue)
+        with core.run_by("batch_process"), unwrapped_group():
             # (unwrapped: the one error, from `items` say, as raised)
             async with create_task_group() as tg:
-                workers = queue._spawn_workers(tg, job, num_workers)
+                workers = core.spawn_workers(tg, job, num_workers)
                 # An item drawn from `items` but not put (cancelled, or the queue
                 # stopped meanwhile) is listed in `unprocessed`, never lost. A
                 # stop ends the feed; the batch then ends with it.
                 await feed_until_stopped(
-                    queue,
+                    core,
                     items,
                     queue.put,
-                    refused=queue._record_refused,
-                    put_now=queue._try_put,
+                    refused=core.books.refused,
+                    put_now=core.try_put,
                 )
                 await self._end_when_done(workers)
 
     async def _end_when_done(self, workers: list[Worker]) -> None:
         """Once every item put is finished, end a batch's or a map's workers."""
-        await self._queue._join(while_consumers=True)
-        await self._queue._end_workers(workers, None)
+        core = core_of(self._queue)
+        await core.join(while_consumers=True)
+        await core.end_workers(workers, None)
 
     def _job(
         self,
@@ -565,13 +568,13 @@ class WorkQueue(Generic[T]):
         retry: RetryPolicy | None,
         item_timeout: float | None,
         sink: Sink[T] | None = None,
-    ) -> _Job[T]:
+    ) -> Job[T]:
         """Check the arguments of a batch or map, and say how its items are run."""
         check_callable("worker_func", worker_func)
         check_callable("error_handler", error_handler, allow_none=True)
         retry = check_retry(retry)
         timeout = check_item_timeout(item_timeout)
-        return _Job(
+        return Job(
             worker_func,
             error_handler,
             retry=self._retry if retry is None else retry,

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 
 from sluicegate._calls import ErrorHandler, WorkerFunc
 from sluicegate._checks import not_awaitable
-from sluicegate._queue import BoundedQueue
+from sluicegate._queue import BoundedQueue, core_of
 
 from ._books import Settled
 from ._calls import TRANSIENT
@@ -134,7 +134,7 @@ class Processor(Generic[T]):
         try:
             processing.fetch_scope.cancel()
             await processing.fetched_all.wait()
-            await self._fetcher.release(local._give_up_buffered(), processing)
+            await self._fetcher.release(core_of(local).give_up_buffered(), processing)
             await local.stop(timeout)
             await self._fetcher.release(local.unprocessed, processing)
         except BaseException:
@@ -185,7 +185,7 @@ class Processor(Generic[T]):
         async def on_error(exc: Exception, entry: Entry[T]) -> None:
             try:
                 if error_handler is None:
-                    local._log_failure(exc, entry)
+                    core_of(local).log_failure(exc, entry)
                 else:
                     await error_handler(exc, entry.item)
             except Exception:
