@@ -265,6 +265,60 @@ async def test_duration_is_the_time_invoke_took() -> None:
     assert event.execution.duration >= 0.01 - 0.001
 
 
+async def test_duration_is_the_last_calls_not_the_backoff_nor_the_gate() -> None:
+    """A retried event's duration is its last call's, not the backoff's nor
+    the first attempt's; one that waited at the start rate is timed from its
+    start, not from when a worker took it."""
+    clock = FakeClock()
+
+    class Slow(Event):
+        def __init__(self, fail_first: bool) -> None:
+            super().__init__()
+            self.fail_first = fail_first
+
+        async def invoke(self) -> None:
+            delay = 1.0 if self.execution.attempts == 1 else 2.0
+            await clock.sleep_until(clock.current_time() + delay)
+            if self.fail_first and self.execution.attempts == 1:
+                raise KeyError("first attempt")
+
+    config = QueueConfig(queue_capacity=1, capacity_refresh_time=10.0)
+    policy = RetryPolicy(attempts=2, backoff=5.0, jitter=False)
+    executor = Executor(Slow, config, retry=policy, clock=clock)
+    retried, gated = Slow(fail_first=True), Slow(fail_first=False)
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.autojump)
+            await executor.batch_process([retried, gated])
+            tg.cancel_scope.cancel()
+    assert retried.execution.attempts == 2
+    assert retried.execution.duration == pytest.approx(2.0)
+    # `gated` was taken at 1 (after `retried`'s first call) and started at 10.
+    assert gated.execution.attempts == 1
+    assert gated.execution.duration == pytest.approx(1.0)
+
+
+async def test_a_cancelled_running_event_is_timed_until_cancelled() -> None:
+    clock = FakeClock()
+    started = anyio.Event()
+
+    class Hang(Event):
+        async def invoke(self) -> None:
+            started.set()
+            await anyio.sleep_forever()
+
+    executor = Executor(Hang, FAST, clock=clock)
+    event = Hang()
+    with anyio.fail_after(GUARD):
+        async with executor:
+            await executor.put(event)
+            await started.wait()
+            clock.advance(3.0)
+            await executor.stop(timeout=0)
+    assert event.execution.status is ExecutionStatus.CANCELLED
+    assert event.execution.duration == pytest.approx(3.0)
+
+
 async def test_leaving_with_an_exception_cancels_what_did_not_finish() -> None:
     started = anyio.Event()
     config = QueueConfig(

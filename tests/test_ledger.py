@@ -9,12 +9,14 @@ each settled event's outcome to a sink set for it.
 from __future__ import annotations
 
 import gc
+import inspect
 from dataclasses import dataclass, field
 
 import anyio
 import pytest
 
 from sluicegate import Event, Execution, ExecutionStatus, Outcome
+from sluicegate._calls import Sink
 from sluicegate._ledger import _HELD, EventLedger, claimed
 
 
@@ -115,12 +117,34 @@ def test_a_settled_event_stays_claimed_for_ever() -> None:
         forgetful.claim(forgotten)
 
 
+def start(led: EventLedger[Job], event: Job) -> None:
+    """Start ``event``'s call, as a worker does, and close it unawaited."""
+    call = led.start(event)
+    assert inspect.iscoroutine(call)
+    call.close()
+
+
+def outcomes_into(seen: list[Outcome[Job, object]]) -> Sink[Job]:
+    """A sink that keeps each outcome it is told, as an Outcome."""
+
+    def sink(
+        item: Job,
+        value: object,
+        error: Exception | None,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        seen.append(Outcome(item, value, error, attempts, duration))
+
+    return sink
+
+
 def test_user_attributes_named_like_the_old_claims_do_not_matter() -> None:
     led = ledger()
     event = OwnNames()
     led.claim(event)
     seen: list[Outcome[Job, object]] = []
-    led.deliver_to(event, seen.append)
+    led.deliver_to(event, outcomes_into(seen))
     led.complete(event, "ok")
     assert [outcome.item for outcome in seen] == [event]
     assert (event._executor, event._sink) == ("mine", "mine too")
@@ -199,24 +223,29 @@ def test_fail_fills_the_execution_and_counts() -> None:
     assert led.counts() == {"completed": 0, "failed": 1, "cancelled": 0}
 
 
-def test_record_settles_from_an_outcome() -> None:
+def test_record_settles_from_an_outcome_with_its_last_calls_duration() -> None:
     led = ledger()
+    times = iter([10.0, 13.5])
+    led.now = lambda: next(times)
     ok, bad = Job(), Job()
     for event in (ok, bad):
         led.claim(event)
     error = KeyError("k")
-    led.record(Outcome(ok, "ok", None, 2, 1.5))
-    led.record(Outcome(bad, None, error, 3, 4.0))
+    start(led, ok)  # its one call: the outcome's duration is its own
+    start(led, bad)
+    start(led, bad)  # a retry, started at 10 (and settled at 13.5)
+    led.record(ok, "ok", None, 1, 1.5)
+    led.record(bad, None, error, 2, 9.0)  # 9 s span every attempt
     assert (ok.execution.status, ok.execution.response) == (
         ExecutionStatus.COMPLETED,
         "ok",
     )
-    assert (ok.execution.attempts, ok.execution.duration) == (2, 1.5)
+    assert (ok.execution.attempts, ok.execution.duration) == (1, 1.5)
     assert (bad.execution.status, bad.execution.error) == (
         ExecutionStatus.FAILED,
         error,
     )
-    assert (bad.execution.attempts, bad.execution.duration) == (3, 4.0)
+    assert (bad.execution.attempts, bad.execution.duration) == (2, 3.5)
     assert (list(led.completed), list(led.failed)) == ([ok], [bad])
 
 
@@ -266,7 +295,7 @@ def test_each_settled_event_goes_to_its_sink_once() -> None:
     for event in (ok, bad, cancelled, unwatched):
         led.claim(event)
     for event in (ok, bad, cancelled):
-        led.deliver_to(event, seen.append)
+        led.deliver_to(event, outcomes_into(seen))
     error = ValueError("no")
     led.complete(ok, "ok")
     led.fail(bad, error)

@@ -36,11 +36,11 @@ class Books(Generic[T]):
     """
 
     __slots__ = (
-        "_join_event",
         "backpressure_events",
         "buffer",
         "delayed",
         "enqueued",
+        "join_event",
         "processed",
         "taken_by_get",
         "unprocessed",
@@ -56,7 +56,11 @@ class Books(Generic[T]):
         self.taken_by_get = 0  # taken by `get` and not yet marked done
         self.backpressure_events = 0  # puts that gave up on a full queue
         self.unprocessed: list[T] = []
-        self._join_event: Event | None = None
+        #: Set (and dropped) when what joiners wait for may have changed; None
+        #: while nobody waits in `wait_for_change`. The hot path reads it to
+        #: skip `release_joiners_if_done` when nobody joins (read it; never
+        #: set it).
+        self.join_event: Event | None = None
 
     def in_flight(self) -> int:
         """Items taken and not finished: what the equation leaves."""
@@ -72,22 +76,16 @@ class Books(Generic[T]):
         """Items accepted that are neither processed nor given up."""
         return self.enqueued - self.processed - len(self.unprocessed)
 
-    @property
-    def joined(self) -> bool:
-        """True while some task waits in `wait_for_change` (the hot path reads
-        it to skip `release_joiners_if_done` when nobody joins)."""
-        return self._join_event is not None
-
     def finished(self) -> None:
         """Count one item as processed."""
         self.processed += 1
-        if self._join_event is not None:
+        if self.join_event is not None:
             self.release_joiners_if_done()
 
     def abandoned(self, item: T) -> None:
         """List ``item`` as given up: it will never be processed."""
         self.unprocessed.append(item)
-        if self._join_event is not None:
+        if self.join_event is not None:
             self.release_joiners_if_done()
 
     def refused(self, item: T) -> None:
@@ -101,16 +99,16 @@ class Books(Generic[T]):
 
     async def wait_for_change(self) -> None:
         """Wait until `release_joiners` is next called."""
-        if self._join_event is None:
-            self._join_event = Event()
-        await self._join_event.wait()
+        if self.join_event is None:
+            self.join_event = Event()
+        await self.join_event.wait()
 
     def release_joiners(self) -> None:
         """Wake every task in `wait_for_change`; each looks again at what it
         waits for."""
-        if self._join_event is not None:
-            self._join_event.set()
-            self._join_event = None
+        if self.join_event is not None:
+            self.join_event.set()
+            self.join_event = None
 
     def release_joiners_if_done(self) -> None:
         """`release_joiners`, once no accepted item is left unfinished."""

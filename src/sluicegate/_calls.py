@@ -23,13 +23,12 @@ from ._checks import NotAwaitableError, check_seconds, not_awaitable
 from ._clock import AnyIOClock, Clock
 from ._exceptions import ItemTimeoutError, stray_cancellation
 from ._failure_log import FailureLog
-from ._protocols import RateLimiterProtocol
-from ._results import Outcome
 from ._retry import RetryAfter, RetryPolicy
 from ._status import QueueStatus
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._gate import Gate
     from ._timers import Timers
 
 __all__ = [
@@ -50,7 +49,10 @@ T = TypeVar("T")
 
 WorkerFunc = Callable[[T], Awaitable[Any]]
 ErrorHandler = Callable[[Exception, T], Awaitable[object]]
-Sink = Callable[[Outcome[T, Any]], object]
+#: Told each final outcome: ``sink(item, value, error, attempts, duration)``,
+#: the fields of an `Outcome` (a map's results make one; an Executor's ledger
+#: needs none).
+Sink = Callable[[T, Any, "Exception | None", int, float], object]
 
 _PROCESSING: Final = QueueStatus.PROCESSING
 
@@ -84,9 +86,20 @@ def unwrap(entry: T | Retry) -> T:
 
 
 class Job(Generic[T]):
-    """How one set of workers handles an item: what to call, and around it."""
+    """How one set of workers handles an item: what to call, what around it,
+    and who is told how it ended (the hooks)."""
 
-    __slots__ = ("func", "limiter", "on_error", "plain", "retry", "sink", "timeout")
+    __slots__ = (
+        "func",
+        "gate",
+        "on_abandoned",
+        "on_error",
+        "plain",
+        "retry",
+        "sink",
+        "timed",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -96,17 +109,29 @@ class Job(Generic[T]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         sink: Sink[T] | None = None,
-        limiter: RateLimiterProtocol | None = None,
+        gate: Gate | None = None,
+        on_abandoned: Callable[[T, float | None], object] | None = None,
     ) -> None:
         self.func = func
         self.on_error = on_error
         self.retry = retry
         self.timeout = timeout
+        #: Told each final outcome (a map's results, an Executor's ledger).
         self.sink = sink
-        self.limiter = limiter
-        # Nothing around the call (but perhaps a sink for its outcome): the
-        # worker loop runs it inline, the hot path.
-        self.plain = retry is None and timeout is None and limiter is None
+        #: The rate limiters each call takes a token from first (retries too);
+        #: a `RetryAfter` holds them.
+        self.gate = gate
+        #: Told of each item given up in flight (its call cancelled), and when
+        #: its call started (None if it had not, or had ended; timed only for
+        #: a job with a sink).
+        self.on_abandoned = on_abandoned
+        # Nothing around the call but perhaps the gate, which the worker loop
+        # asks without an await (and a sink for its outcome): it runs the call
+        # inline, the hot path.
+        self.plain = retry is None and timeout is None
+        # Its calls are timed (for the sink, or the gate): one clock reading
+        # serves both.
+        self.timed = sink is not None or gate is not None
 
 
 def check_retry(retry: object) -> RetryPolicy | None:
@@ -137,7 +162,6 @@ class Calls(Generic[T]):
     """
 
     __slots__ = (
-        "_abandoned",
         "_clock",
         "_core",
         "_finished",
@@ -160,7 +184,6 @@ class Calls(Generic[T]):
         self._core = core
         # Bound once: called once per item.
         self._finished = core.books.finished
-        self._abandoned = core.abandoned
         self._clock = clock
         self.now: Callable[[], float] = clock.current_time
         self._timers = timers
@@ -182,9 +205,11 @@ class Calls(Generic[T]):
             first = None
         now = self.now
         call: Awaitable[object] | None = None
+        started: float | None = None
         try:
-            if job.limiter is not None:
-                await job.limiter.acquire()  # before the clock of item_timeout starts
+            gate = job.gate
+            if gate is not None and not gate.admit(now()):
+                await gate.wait()  # before the clock of item_timeout starts
             started = now()
             if first is None:
                 first = started
@@ -205,12 +230,12 @@ class Calls(Generic[T]):
         except BaseException as exc:
             stray = stray_cancellation(exc)
             if stray is None:
-                self._abandoned(item)
+                self._core.abandoned(item, job, started)
                 raise
             await self.failed(stray, item, job, call, attempts=attempts, first=first)
             return
         if job.sink is not None:
-            job.sink(Outcome(item, value, None, attempts, now() - first))
+            job.sink(item, value, None, attempts, now() - first)
         self._finished()
 
     @contextmanager
@@ -253,42 +278,44 @@ class Calls(Generic[T]):
             # not): this queue starts no call until then, and every queue
             # sharing the limiter backs off too.
             self._core.hold(exc.seconds)
-            if job.limiter is not None:
-                job.limiter.hold(exc.seconds)
+            if job.gate is not None:
+                job.gate.hold(exc.seconds)
         if isinstance(exc, NotAwaitableError) and not self._said_not_awaitable:
             self._said_not_awaitable = True
             self._log.logger.warning("%s", exc)
-        retry = job.retry
-        if retry is not None and self._retry_later(exc, item, retry, attempts, first):
+        if job.retry is not None and self._retry_later(exc, item, job, attempts, first):
             return
         try:
             await self._report(exc, item, job.on_error)
         except BaseException:
-            self._abandoned(item)
+            self._core.abandoned(item, job, None)  # (its call had ended)
             raise
         self.errors += 1
         name = type(exc).__qualname__
         self.error_types[name] = self.error_types.get(name, 0) + 1
         if job.sink is not None:
             duration = 0.0 if first is None else self.now() - first
-            job.sink(Outcome(item, None, exc, attempts, duration))
+            job.sink(item, None, exc, attempts, duration)
         self._finished()
 
     def _retry_later(
         self,
         exc: Exception,
         item: T,
-        policy: RetryPolicy,
+        job: Job[T],
         attempts: int,
         first: float | None,
     ) -> bool:
-        """Put ``item`` in the delay line for another call, if ``policy`` allows."""
+        """Put ``item`` in the delay line for another call, if ``job``'s retry
+        policy allows."""
+        policy = job.retry
+        assert policy is not None  # (the caller checked)
         if attempts >= policy.attempts or not policy.retries(exc):
             return False
         if self._core.status is not _PROCESSING:
             # Stopped while the call ran (by its own worker, say): no next run
             # takes it; it is listed as unprocessed, as a delayed item would be.
-            self._abandoned(item)
+            self._core.abandoned(item, job, None)
             return True
         now = self.now()
         if first is None:

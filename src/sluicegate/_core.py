@@ -67,8 +67,6 @@ class Core(Generic[T]):
         "fast_puts",
         "maxsize",
         "now",
-        "on_abandoned",
-        "on_stopped",
         "run",
         "run_worker",
         "runs_by",
@@ -100,9 +98,6 @@ class Core(Generic[T]):
         self.timers = Timers(self)
         self.calls: Calls[T] = Calls(self, clock, self.timers, failure_log)
         self.task_group: TaskGroup | None = None  # the `async with` block's
-        # For an Executor: told when the queue stops, and of each item given up.
-        self.on_stopped: Callable[[], object] | None = None
-        self.on_abandoned: Callable[[T], object] | None = None
         # Told at each step of a stop (see `told_of_stop`). A list: a map has
         # two listeners (its reader, and the task feeding an async source), and
         # several `Executor.completed` readers may share one queue.
@@ -131,17 +126,23 @@ class Core(Generic[T]):
         books.buffer.append(item)
         books.enqueued += 1
         dispatch = self.dispatch
-        if dispatch.consumers_parked:
+        # `Dispatch.consumers_parked`, written out: once per put.
+        if (
+            dispatch.getters.parked
+            or dispatch.idle_workers.parked
+            or dispatch.pool.reserved
+        ):
             dispatch.wake_consumer()
 
     def try_put(self, item: T) -> bool:
         """`put`'s path that does not wait: True once ``item`` is accepted;
         False (nothing done) when `put` must be awaited: no room, not
         PROCESSING, or time for put's periodic yield."""
+        books = self.books
         if (
             self.status is _PROCESSING
             and self.fast_puts < YIELD_EVERY - 1
-            and len(self.books.buffer) + self.books.delayed < self.maxsize
+            and len(books.buffer) + books.delayed < self.maxsize
         ):
             self.fast_puts += 1
             self.accept(item)
@@ -240,11 +241,12 @@ class Core(Generic[T]):
         books.release_joiners_if_done()
         return given_up
 
-    def abandoned(self, item: T) -> None:
-        """``item`` was given up in flight (its call cancelled): list it."""
+    def abandoned(self, item: T, job: Job[T], started: float | None) -> None:
+        """``item`` was given up in flight (its call, begun at ``started``,
+        cancelled): list it, and tell ``job``'s hook."""
         self.books.abandoned(item)
-        if self.on_abandoned is not None:
-            self.on_abandoned(item)
+        if job.on_abandoned is not None:
+            job.on_abandoned(item, started)
 
     def hold(self, seconds: float) -> None:
         """Start no new call for the next ``seconds`` (see `BoundedQueue.hold`)."""
@@ -374,8 +376,6 @@ class Core(Generic[T]):
         self.dispatch.wake_all()
         books.release_joiners()
         self.failure_log.log_counts()
-        if self.on_stopped is not None:
-            self.on_stopped()
         self.tell_stop_listeners()
 
     @contextmanager
@@ -397,6 +397,12 @@ class Core(Generic[T]):
             yield
         finally:
             self.stop_listeners.remove(listener)
+
+    def listen_to_stop(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` at each step of every stop from now on, as
+        `told_of_stop` does for a block (an Executor marks what can no longer
+        run CANCELLED, however its queue stops)."""
+        self.stop_listeners.append(listener)
 
     def tell_stop_listeners(self) -> None:
         """Tell every listener of `told_of_stop` that a stop took a step."""

@@ -16,20 +16,22 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from anyio import create_task_group
 from anyio.abc import TaskGroup
 
+from ._calls import Job, check_item_timeout, check_retry
 from ._checks import check_iterable, check_optional_int
 from ._clock import Clock, reader
+from ._collect import Collector
 from ._config import QueueConfig
 from ._events import Event, ExecutionStatus
 from ._exceptions import QueueStateError, unwrapped_group
 from ._feed import feed_until_stopped
 from ._gate import Gate
 from ._ledger import EventLedger
-from ._lifecycle import check_task_group
+from ._lifecycle import check_task_group, worker_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import core_of
 from ._rate_limit import RateLimiter
-from ._results import MapResults
-from ._retry import RetryAfter, RetryPolicy
+from ._results import MapResults, collector_of
+from ._retry import RetryPolicy
 from ._scoped import Scoped
 from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 from ._work_queue import WorkQueue
@@ -40,11 +42,7 @@ E = TypeVar("E", bound="Event[Any]")
 
 _PROCESSING = ExecutionStatus.PROCESSING  # bound once: read once per event
 _Events: TypeAlias = "Iterable[E] | AsyncIterable[E]"
-_Window: TypeAlias = "MapResults[E, object] | None"
-
-
-def _unbound_clock() -> float:
-    raise RuntimeError("the executor's clock is bound when it starts")
+_Window: TypeAlias = "Collector[E, object] | None"
 
 
 def _start_rate(config: QueueConfig, clock: Clock | None) -> RateLimiter | None:
@@ -126,8 +124,6 @@ class Executor(Scoped, Generic[E]):
         history = check_optional_int("history", history, minimum=0)
         self._ledger: EventLedger[E] = EventLedger(event_type, history)
         self._clock = clock
-        # The clock events are timed with; bound to the running loop at start.
-        self._now: Callable[[], float] = _unbound_clock
         self._queue: WorkQueue[E] = WorkQueue(
             queue_config.queue_capacity,
             concurrency_limit=queue_config.concurrency_limit,
@@ -139,9 +135,20 @@ class Executor(Scoped, Generic[E]):
         self._num_workers = queue_config.concurrency_limit or 1
         # However the queue reaches STOPPED (a cancelled stop included), what can
         # no longer run is marked CANCELLED.
-        core = core_of(self._queue.queue)
-        core.on_stopped = self._cancel_leftovers
-        core.on_abandoned = self._ledger.cancel
+        core_of(self._queue.queue).listen_to_stop(self._cancel_leftovers)
+        # How its workers run an event: no coroutine of the executor's around
+        # the call; its gate is asked at the worker's clock reading, and what
+        # the ledger records comes through the job's hooks.
+        ledger = self._ledger
+        self._job: Job[E] = Job(
+            ledger.start,
+            None,  # a final failure is logged by the queue's one log policy
+            retry=check_retry(retry),
+            timeout=check_item_timeout(item_timeout),
+            sink=ledger.record,
+            gate=self._gate,
+            on_abandoned=ledger.abandoned,
+        )
 
     # -- state ------------------------------------------------------------------
 
@@ -355,16 +362,18 @@ class Executor(Scoped, Generic[E]):
     async def _completed_events(
         self, events: _Events[E], results: MapResults[E, object]
     ) -> AsyncGenerator[AsyncIterator[E], None]:
+        collector = collector_of(results)
+
         def check(event: E) -> None:
             self._ledger.claim(event)
-            results._count(event)
-            self._ledger.deliver_to(event, results._deliver)
+            collector.count(event)
+            self._ledger.deliver_to(event, collector.deliver)
 
         async def feed_all() -> None:
             try:
-                await self._feed(events, check, results)
+                await self._feed(events, check, collector)
             finally:
-                results._fed_all()
+                collector.fed_all()
 
         async def finished() -> AsyncGenerator[E, None]:
             async for outcome in results:
@@ -382,9 +391,9 @@ class Executor(Scoped, Generic[E]):
                         yield stream
                     finally:
                         await stream.aclose()
-                    if not results._exhausted:
+                    if not collector.exhausted:
                         tg.cancel_scope.cancel()  # left early: read no more
-            if not results._exhausted and opened:
+            if not collector.exhausted and opened:
                 await self.stop(timeout=0)  # and run no more
 
     async def _feed(
@@ -422,11 +431,9 @@ class Executor(Scoped, Generic[E]):
                 "`async with executor:`, or `await executor.start(task_group=tg)` "
                 "inside `async with anyio.create_task_group() as tg:`"
             )
-        self._now = reader(self._clock)  # one lookup per run, not per reading
+        self._ledger.now = reader(self._clock)  # one lookup per run
         await self._queue.start()
-        await self._queue.process(
-            self._run, self._num_workers, self._on_failed, task_group=task_group
-        )
+        self._spawn_workers(task_group)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the workers as `BoundedQueue.stop` does; events that did not run
@@ -449,10 +456,10 @@ class Executor(Scoped, Generic[E]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
-        self._now = reader(self._clock)  # one lookup per run, not per reading
+        self._ledger.now = reader(self._clock)  # one lookup per run
         try:
             async with self._queue:
-                await self._queue.process(self._run, self._num_workers, self._on_failed)
+                self._spawn_workers(None)
                 yield
                 if self._queue.status is QueueStatus.PROCESSING:
                     await self.forward()  # (stopped inside the block: CANCELLED)
@@ -461,39 +468,11 @@ class Executor(Scoped, Generic[E]):
 
     # -- running one event -----------------------------------------------------------
 
-    async def _run(self, event: E) -> None:
-        """The worker function: pass the gate, invoke, record a success.
-
-        One clock reading serves the gate (every limiter, without yielding
-        unless one binds) and starts the call. A final failure is recorded by
-        `_on_failed`, a cancelled event by the ledger's `cancel` (the queue's).
-        """
-        execution = event.execution
-        now = self._now
-        started = now()
-        gate = self._gate
-        if gate is not None and not gate.admit(started):
-            await gate.wait()
-            started = now()
-        # `EventLedger.start`, written out: once per event on the hot path.
-        execution.status = _PROCESSING
-        execution.attempts += 1
-        try:
-            response = await event.invoke()
-        except RetryAfter as exc:
-            # Server pushback: hold every limiter, wherever shared (the queue,
-            # which sees the error next, holds itself).
-            if gate is not None:
-                gate.hold(exc.seconds)
-            raise
-        finally:
-            execution.duration = now() - started
-        self._ledger.complete(event, response)
-
-    async def _on_failed(self, exc: Exception, event: E) -> None:
-        """The queue's error handler: ``event`` has failed for good."""
-        self._ledger.fail(event, exc)
-        core_of(self._queue.queue).log_failure(exc, event)  # the queue's one log policy
+    def _spawn_workers(self, task_group: TaskGroup | None) -> None:
+        core = core_of(self._queue.queue)
+        core.check_running("start_workers")
+        group = worker_group("start_workers", task_group, core.task_group)
+        core.spawn_workers(group, self._job, self._num_workers)
 
     def _cancel_leftovers(self) -> None:
         """Mark CANCELLED what can no longer run: pending and unprocessed events."""

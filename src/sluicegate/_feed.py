@@ -18,17 +18,17 @@ Put = Callable[[T, None], Awaitable[bool]]
 
 
 class Window(Protocol):
-    """Room for items read and not yet done with (`MapResults` is one).
+    """Room for items read and not yet done with (a map's `Collector` is one).
 
     An item is counted in the window (by the feed's ``check``) as soon as it is
     drawn, so that an item drawn and then refused is one the window knows of.
     """
 
-    def _over(self) -> bool:
+    def over(self) -> bool:
         """True while more items are counted than the window holds."""
         ...
 
-    async def _wait_for_room(self) -> None:
+    async def wait_for_room(self) -> None:
         """Wait until the items counted fit in the window."""
         ...
 
@@ -108,7 +108,7 @@ async def feed(
         """Check ``item``, and put it without awaiting if it can be; True if done."""
         if check is not None:
             check(item)
-        if window is not None and window._over():
+        if window is not None and window.over():
             return False
         return put_now is not None and put_now(item)
 
@@ -159,7 +159,7 @@ async def _put(
     """Put ``item`` once the window has room for it."""
     try:
         if window is not None:
-            await window._wait_for_room()
+            await window.wait_for_room()
         await put(item, None)
     except BaseException:
         if refused is not None:

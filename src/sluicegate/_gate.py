@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ._clock import Clock
+from ._clock import AnyIOClock, Clock
 from ._protocols import RateLimiterProtocol
 from ._rate_limit import RateLimiter, taker
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "gate_of"]
 
 
 class Gate:
     """The rate limiters a call takes a token from, in order, before it starts.
 
     An Executor's gate holds its start rate and the user's limiter; a queue's,
-    its one rate limiter. A caller that has just read ``clock`` asks `admit`
+    its one rate limiter. A job's gate is asked by the worker loop, at the
+    reading it times the call from. A caller that has just read ``clock`` asks `admit`
     with that reading, the same one it times the call from; if it is refused,
     it awaits `wait`::
 
@@ -45,6 +46,8 @@ class Gate:
         clock: Clock | None = None,
     ) -> None:
         self.limiters = tuple(limiter for limiter in limiters if limiter is not None)
+        if isinstance(clock, AnyIOClock):
+            clock = None  # the event loop's, as a limiter's own default reads
         fast = tuple(
             limiter
             for limiter in self.limiters
@@ -73,6 +76,11 @@ class Gate:
 
     def __repr__(self) -> str:
         return f"Gate({list(self.limiters)!r})"
+
+
+def gate_of(limiter: RateLimiterProtocol | None, clock: Clock) -> Gate | None:
+    """The gate of a queue's job: its one rate limiter, if it has one."""
+    return None if limiter is None else Gate((limiter,), clock)
 
 
 def _refuse(now: float) -> bool:

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any, Generic, TypeAlias, TypeVar
 
+from ._calls import Sink
 from ._events import Event, ExecutionStatus
-from ._results import Outcome
 
 __all__ = ["EventLedger", "claimed"]
 
@@ -85,6 +85,7 @@ class EventLedger(Generic[E]):
         "__weakref__",
         "_event_type",
         "_me",
+        "_retry_starts",
         "_sinks",
         "cancelled",
         "cancelled_count",
@@ -93,6 +94,7 @@ class EventLedger(Generic[E]):
         "drawn",
         "failed",
         "failed_count",
+        "now",
         "pending",
     )
 
@@ -111,7 +113,13 @@ class EventLedger(Generic[E]):
         self.failed_count = 0
         self.cancelled_count = 0
         # Where each settled event's outcome goes, by id(): `Executor.completed`.
-        self._sinks: dict[int, Callable[[Outcome[E, Any]], object]] = {}
+        self._sinks: dict[int, Sink[E]] = {}
+        #: The clock reader events are timed with (the executor binds it to
+        #: the running loop when it starts).
+        self.now: Callable[[], float] = _unbound_clock
+        # Events whose last call is a retry: when it started, by id() (an
+        # outcome's duration spans every attempt; the record keeps the last's).
+        self._retry_starts: dict[int, float] = {}
 
     # -- claims ---------------------------------------------------------------------
 
@@ -183,8 +191,10 @@ class EventLedger(Generic[E]):
 
     def start(self, event: E) -> Awaitable[Any]:
         """Mark ``event`` PROCESSING, count the attempt and call its invoke: the
-        coroutine returned is the call."""
+        coroutine returned is the call (a job's function)."""
         execution = event.execution
+        if execution.attempts:  # a retry: its duration is timed from now
+            self._retry_starts[id(event)] = self.now()
         execution.status = _PROCESSING
         execution.attempts += 1
         return event.invoke()
@@ -203,7 +213,7 @@ class EventLedger(Generic[E]):
         if self._sinks:
             sink = self._sinks.pop(key, None)
             if sink is not None:
-                sink(_outcome_of(event))
+                _tell(sink, event)
 
     def fail(self, event: E, error: BaseException) -> None:
         """Settle ``event`` as FAILED with ``error``."""
@@ -214,17 +224,29 @@ class EventLedger(Generic[E]):
         self.failed_count += 1
         self._settled(event)
 
-    def record(self, outcome: Outcome[E, Any]) -> None:
-        """Settle an event from the `Outcome` of its last call: COMPLETED or
-        FAILED, with its duration and attempts (a job's sink)."""
-        event = outcome.item
+    def record(
+        self,
+        event: E,
+        value: object,
+        error: Exception | None,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        """Settle ``event`` from its final outcome (a job's sink): COMPLETED or
+        FAILED, with its attempts and its last call's duration (``duration``
+        spans every attempt: a retry's is timed from its own start)."""
         execution = event.execution
-        execution.duration = outcome.duration
-        execution.attempts = outcome.attempts
-        if outcome.error is None:
-            self.complete(event, outcome.value)
+        retries = self._retry_starts
+        if retries:
+            started = retries.pop(id(event), None)
+            if started is not None:
+                duration = self.now() - started
+        execution.duration = duration
+        execution.attempts = attempts
+        if error is None:
+            self.complete(event, value)
         else:
-            self.fail(event, outcome.error)
+            self.fail(event, error)
 
     def cancel(self, event: E) -> None:
         """Settle ``event`` as CANCELLED, unless it has been settled already."""
@@ -235,6 +257,16 @@ class EventLedger(Generic[E]):
             self.cancelled_count += 1
             self._settled(event)
 
+    def abandoned(self, event: E, started: float | None) -> None:
+        """``event``'s call, begun at ``started`` (None: unknown), was
+        cancelled (a job's hook): settle it as CANCELLED, timed until now."""
+        retry_started = self._retry_starts.pop(id(event), None)
+        if retry_started is not None:
+            started = retry_started
+        if started is not None:
+            event.execution.duration = self.now() - started
+        self.cancel(event)
+
     def cancel_leftovers(self, unprocessed: Iterable[E]) -> None:
         """Cancel what can no longer run: the pending events and ``unprocessed``
         (those its stopped queue lists)."""
@@ -244,7 +276,7 @@ class EventLedger(Generic[E]):
         for event in unprocessed:
             self.cancel(event)
 
-    def deliver_to(self, event: E, sink: Callable[[Outcome[E, Any]], object]) -> None:
+    def deliver_to(self, event: E, sink: Sink[E]) -> None:
         """Hand ``event``'s `Outcome` to ``sink`` once it is settled (a CANCELLED
         one's is an outcome with no value and no error)."""
         self._sinks[id(event)] = sink
@@ -255,7 +287,7 @@ class EventLedger(Generic[E]):
         if self._sinks:
             sink = self._sinks.pop(key, None)
             if sink is not None:
-                sink(_outcome_of(event))
+                _tell(sink, event)
 
     def counts(self) -> dict[str, int]:
         """The ``completed``, ``failed`` and ``cancelled`` counts, in full."""
@@ -266,10 +298,14 @@ class EventLedger(Generic[E]):
         }
 
 
-def _outcome_of(event: E) -> Outcome[E, Any]:
-    """A settled event's outcome, from its execution."""
+def _unbound_clock() -> float:
+    raise RuntimeError("the executor's clock is bound when it starts")
+
+
+def _tell(sink: Sink[E], event: E) -> None:
+    """Hand a settled event's outcome to ``sink``, from its execution."""
     execution = event.execution
     error = execution.error if isinstance(execution.error, Exception) else None
-    return Outcome(
+    sink(
         event, execution.response, error, execution.attempts, execution.duration or 0.0
     )

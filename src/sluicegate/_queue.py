@@ -19,6 +19,7 @@ from ._checks import check_callable, check_int, check_optional_int, check_second
 from ._clock import Clock, check_clock
 from ._core import Core
 from ._failure_log import FailureLog
+from ._gate import gate_of
 from ._lifecycle import check_logger, check_task_group, worker_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._report import describe, metrics, statistics
@@ -458,7 +459,7 @@ class BoundedQueue(Scoped, Generic[T]):
             error_handler,
             retry=check_retry(retry),
             timeout=check_item_timeout(item_timeout),
-            limiter=check_rate_limiter(rate_limiter),
+            gate=gate_of(check_rate_limiter(rate_limiter), self._core.clock),
         )
         check_task_group(task_group)
         core = self._core

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     Awaitable,
     Callable,
-    Generator,
     Iterable,
 )
 from contextlib import (
     AbstractAsyncContextManager,
-    AsyncExitStack,
-    asynccontextmanager,
-    contextmanager,
 )
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from anyio import create_task_group
 from anyio.abc import TaskGroup
 
 from ._calls import (
@@ -34,17 +28,16 @@ from ._calls import (
 from ._checks import check_callable, check_iterable, check_optional_int
 from ._clock import Clock
 from ._config import QueueConfig
-from ._exceptions import QueueStateError, unwrapped_group
-from ._feed import close_generator, feed_until_stopped
+from ._gate import gate_of
 from ._lifecycle import worker_count_for
 from ._protocols import RateLimiterProtocol, check_rate_limiter
 from ._queue import BoundedQueue, core_of
 from ._report import describe
-from ._results import MapResults
+from ._results import MapResults, collector_of
 from ._retry import RetryPolicy
+from ._runs import check_no_workers, run_batch, run_map
 from ._statistics import QueueStatistics
 from ._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
-from ._workers import Worker
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -372,12 +365,12 @@ class WorkQueue(Generic[T]):
         check_iterable("items", items)
         job = self._job(worker_func, error_handler, retry, item_timeout)
         workers = self._worker_count_for(num_workers)
-        self._check_no_workers("batch_process")
+        check_no_workers(self._queue, "batch_process")
         if self._queue.status is QueueStatus.PROCESSING:
-            await self._run_batch(items, job, workers)
+            await run_batch(self._queue, items, job, workers)
         else:
             async with self._queue:
-                await self._run_batch(items, job, workers)
+                await run_batch(self._queue, items, job, workers)
 
     def map(
         self,
@@ -444,122 +437,9 @@ class WorkQueue(Generic[T]):
             raise_errors=errors == "raise",
         )
         # Failures reach the reader as outcomes (or are raised): no log for them.
-        job = self._job(worker_func, _quiet, retry, item_timeout, results._deliver)
-        return self._map(items, job, workers, results)
-
-    @asynccontextmanager
-    async def _map(
-        self,
-        items: Iterable[T] | AsyncIterable[T],
-        job: Job[T],
-        num_workers: int,
-        results: MapResults[T, R],
-    ) -> AsyncGenerator[MapResults[T, R], None]:
-        self._check_no_workers("map")
-        queue = self._queue
-        core = core_of(queue)
-        held = queue.size + queue.delayed
-        if held:
-            raise QueueStateError(
-                f"map() reports every item its workers take, and this queue holds "
-                f"{held} item{'s' if held > 1 else ''} already (buffered or waiting "
-                "for a retry) that are not the map's: process them first, or give "
-                "the map a WorkQueue of its own"
-            )
-        source = None if isinstance(items, AsyncIterable) else iter(items)
-        try:
-            async with AsyncExitStack() as stack:
-                if queue.status is not QueueStatus.PROCESSING:
-                    await stack.enter_async_context(queue)
-                stack.enter_context(self._followed_by(results))
-                stack.enter_context(core.run_by("map"))
-                # The one exception that ended the block (a failure raised by
-                # the results, an error from `items`), as it was raised.
-                with unwrapped_group():
-                    async with create_task_group() as tg:
-                        workers = core.spawn_workers(tg, job, num_workers)
-                        if source is None:
-                            tg.start_soon(self._feed_map, items, results, workers)
-                        else:
-                            # The reader reads a plain iterable itself: no task.
-                            results._read_from(
-                                source,
-                                core.room_to_put,
-                                core.put_all,
-                                core.books.refused,
-                                queue.maxsize,
-                            )
-                        yield results
-                        if not results._exhausted:
-                            tg.cancel_scope.cancel()  # left early: cancel the rest
-                        else:
-                            await core.end_workers(workers, None)
-        finally:
-            results._settle()
-            close_generator(source)  # left part way: its `finally` runs now
-
-    @contextmanager
-    def _followed_by(self, results: MapResults[T, Any]) -> Generator[None, None, None]:
-        """Tell ``results`` of each step of a stop while the block runs, and
-        count as its `unprocessed` what the queue lists from now on (it holds
-        no items but the map's)."""
-        queue = self._queue
-        before = queue.metrics["unprocessed"]
-        results._count_lost(lambda: queue.metrics["unprocessed"] - before)
-        with core_of(queue).told_of_stop(results._stop_seen):
-            yield
-
-    async def _feed_map(
-        self,
-        items: Iterable[T] | AsyncIterable[T],
-        results: MapResults[T, Any],
-        workers: list[Worker],
-    ) -> None:
-        queue = self._queue
-        core = core_of(queue)
-        try:
-            await feed_until_stopped(
-                core,
-                items,
-                queue.put,
-                check=results._count,
-                refused=core.books.refused,
-                window=results,
-                put_now=core.try_put,
-            )
-        finally:
-            results._fed_all()
-        await self._end_when_done(workers)
-
-    async def _run_batch(
-        self,
-        items: Iterable[T] | AsyncIterable[T],
-        job: Job[T],
-        num_workers: int,
-    ) -> None:
-        queue = self._queue
-        core = core_of(queue)
-        with core.run_by("batch_process"), unwrapped_group():
-            # (unwrapped: the one error, from `items` say, as raised)
-            async with create_task_group() as tg:
-                workers = core.spawn_workers(tg, job, num_workers)
-                # An item drawn from `items` but not put (cancelled, or the queue
-                # stopped meanwhile) is listed in `unprocessed`, never lost. A
-                # stop ends the feed; the batch then ends with it.
-                await feed_until_stopped(
-                    core,
-                    items,
-                    queue.put,
-                    refused=core.books.refused,
-                    put_now=core.try_put,
-                )
-                await self._end_when_done(workers)
-
-    async def _end_when_done(self, workers: list[Worker]) -> None:
-        """Once every item put is finished, end a batch's or a map's workers."""
-        core = core_of(self._queue)
-        await core.join(while_consumers=True)
-        await core.end_workers(workers, None)
+        sink = collector_of(results).deliver
+        job = self._job(worker_func, _quiet, retry, item_timeout, sink)
+        return run_map(self._queue, items, job, workers, results)
 
     def _job(
         self,
@@ -580,17 +460,8 @@ class WorkQueue(Generic[T]):
             retry=self._retry if retry is None else retry,
             timeout=self._item_timeout if timeout is None else timeout,
             sink=sink,
-            limiter=self._rate_limiter,
+            gate=gate_of(self._rate_limiter, core_of(self._queue).clock),
         )
-
-    def _check_no_workers(self, call: str) -> None:
-        if self._queue.worker_count:
-            raise QueueStateError(
-                f"{call}() runs its own workers, and this queue already has "
-                f"{self._queue.worker_count} (from process(), start_workers(), "
-                "a batch or a map) that would take its items: stop them first, "
-                "or give it a WorkQueue of its own"
-            )
 
     def _worker_count_for(self, num_workers: int | None) -> int:
         return worker_count_for(num_workers, self._queue.concurrency_limit)

@@ -23,7 +23,6 @@ from ._books import Books
 from ._calls import Job, Retry
 from ._core import YIELD_EVERY, Core
 from ._exceptions import stray_cancellation
-from ._results import Outcome
 from ._status import QueueStatus
 from ._workers import Worker
 
@@ -36,14 +35,12 @@ _PROCESSING: Final = QueueStatus.PROCESSING
 
 async def run_worker(worker: Worker, core: Core[T], job: Job[T]) -> None:  # noqa: PLR0915
     """One worker of ``core``'s queue: handle items until asked to stop."""
-    dispatch = core.dispatch
-    books = core.books
+    dispatch, books = core.dispatch, core.books
     dispatch.entered(worker)
     producers, buffer = dispatch.producers, books.buffer
-    func, plain, sink = job.func, job.plain, job.sink
-    handle, failed = core.calls.handle, core.calls.failed
-    now = core.now
-    started = 0.0
+    func, plain, sink, gate = job.func, job.plain, job.sink, job.gate
+    handle, failed, timed = core.calls.handle, core.calls.failed, job.timed
+    now, started = core.now, 0.0
     try:
         while not worker.stopping:
             # When the last item ended, while this worker has gone straight on
@@ -58,18 +55,22 @@ async def run_worker(worker: Worker, core: Core[T], job: Job[T]) -> None:  # noq
             try:
                 handled = 0
                 stretch = books.processed  # finished when this stretch began
-                while (
-                    buffer and not worker.stopping and dispatch.active <= dispatch.slots
-                ):
+                while buffer and not worker.stopping:
+                    if dispatch.active > dispatch.slots:
+                        break
                     # `Core.take`, written out: the hot path, once per item.
                     entry = buffer.popleft()
                     if producers.parked:
                         dispatch.wake_producer()
-                    if plain and type(entry) is not Retry:
+                    if timed:  # (the gate is asked at the call's start)
+                        started = now() if mark is None else mark
+                    if (
+                        plain
+                        and type(entry) is not Retry
+                        and (gate is None or gate.admit(started))
+                    ):
                         item: T = entry  # type: ignore[assignment]
                         call: Awaitable[object] | None = None
-                        if sink is not None:
-                            started = now() if mark is None else mark
                         try:
                             call = func(item)
                             value = await call
@@ -78,26 +79,22 @@ async def run_worker(worker: Worker, core: Core[T], job: Job[T]) -> None:  # noq
                             await failed(exc, item, job, call, first=started)
                         except BaseException as exc:
                             mark = None
-                            await _failed_base(
-                                core, exc, item, job, call, first=started
-                            )
+                            await _cancelled(core, exc, item, job, call, first=started)
                         else:
                             if sink is not None:
                                 mark = now()
-                                sink(Outcome(item, value, None, 1, mark - started))
+                                sink(item, value, None, 1, mark - started)
                             # `Books.finished`, written out.
                             books.processed += 1
-                            if books.joined:
+                            if books.join_event is not None:
                                 books.release_joiners_if_done()
-                    else:
+                    else:  # (a retry, or no token free now: it waits in there)
                         mark = None
                         await handle(entry, job)
                     handled += 1
                     if handled == YIELD_EVERY:
                         handled = 0
-                        if await _yield_unless_shared(books, stretch):
-                            mark = None
-                        stretch = books.processed
+                        mark, stretch = await _pause(books, stretch, mark)
             finally:
                 dispatch.active -= 1
             await _idle(core, worker, look_again=handled > 0)
@@ -116,7 +113,7 @@ async def _wait_for_slot(core: Core[Any], worker: Worker) -> None:
     await core.dispatch.park_idle(worker)
 
 
-async def _failed_base(
+async def _cancelled(
     core: Core[T],
     exc: BaseException,
     item: T,
@@ -129,20 +126,26 @@ async def _failed_base(
     real cancellation (or KeyboardInterrupt...) leaves the item unprocessed."""
     stray = stray_cancellation(exc)
     if stray is None:
-        core.abandoned(item)
+        core.abandoned(item, job, first)
         raise exc
     await core.calls.failed(stray, item, job, call, first=first)
 
 
-async def _yield_unless_shared(books: Books[Any], stretch: int) -> bool:
-    """After `YIELD_EVERY` items in a row: yield (True) unless other workers
-    have finished items since the stretch began (more than this one's own):
-    they can only have run if its calls yielded. (Puts are not counted: a
-    worker function may put without yielding.)"""
+async def _pause(
+    books: Books[Any], stretch: int, mark: float | None
+) -> tuple[float | None, int]:
+    """After `YIELD_EVERY` items in a row: yield unless other workers have
+    finished items since the stretch began (more than this one's own): they
+    can only have run if its calls yielded. (Puts are not counted: a worker
+    function may put without yielding.)
+
+    Returns ``mark``, the end of the last item (None once it has yielded:
+    time has moved on since), and where the next stretch begins.
+    """
     if books.processed - stretch <= YIELD_EVERY:
         await checkpoint()
-        return True
-    return False
+        mark = None
+    return mark, books.processed
 
 
 async def _idle(core: Core[Any], worker: Worker, *, look_again: bool) -> None:
