@@ -277,7 +277,7 @@ TARGETS = [
     Target("bq_limit", "stream", 2.5),
     Target("wq", "stream", 2.5),
     Target("bq", "asyncio_queue", 1.0, ASYNCIO_BACKENDS),
-    Target("executor", "bq", 0.8, EVERY_BACKEND),
+    Target("executor", "bq", 0.7, EVERY_BACKEND),
     Target("map", "amap", 5.0),
     Target("map", "wq", 0.8),
     Target("map_ordered", "amap", 3.0),

@@ -193,8 +193,29 @@ class Calls(Generic[T]):
         self.retries = 0  # calls scheduled again after a failure
         self._said_not_awaitable = False
 
-    async def handle(self, entry: T | Retry, job: Job[T]) -> None:
-        """Handle one item with what the job puts around its call."""
+    async def handle(self, entry: T | Retry, job: Job[T], worker: object) -> None:
+        """Handle one item with what the job puts around its call.
+
+        With a shared concurrency limit (an `anyio.CapacityLimiter`), the
+        item first borrows a token from it on behalf of ``worker``, and gives
+        it back once handled, its failure's handling included (a retry waits
+        out its backoff without one).
+        """
+        capacity = self._core.capacity
+        if capacity is None:
+            await self._handle(entry, job)
+            return
+        try:
+            await capacity.acquire_on_behalf_of(worker)
+        except BaseException:
+            self._core.abandoned(unwrap(entry), job, None)  # (nothing borrowed)
+            raise
+        try:
+            await self._handle(entry, job)
+        finally:
+            capacity.release_on_behalf_of(worker)
+
+    async def _handle(self, entry: T | Retry, job: Job[T]) -> None:
         if type(entry) is Retry:
             item: T = entry.item
             attempts = entry.attempts + 1

@@ -11,6 +11,8 @@ import math
 from collections.abc import AsyncIterable, Iterable
 from typing import Any, TypeGuard
 
+from anyio import CapacityLimiter
+
 
 def is_int(value: object) -> TypeGuard[int]:
     """True for an int, False for a bool: Python counts True as 1, a caller never."""
@@ -46,6 +48,19 @@ def check_optional_int(name: str, value: object, *, minimum: int) -> int | None:
     if value is None:
         return None
     return check_int(name, value, minimum=minimum)
+
+
+def check_concurrency_limit(value: object) -> int | CapacityLimiter | None:
+    """Return a queue's ``concurrency_limit``: an int >= 1, None, or an
+    `anyio.CapacityLimiter` (shared with whatever else borrows from it)."""
+    if isinstance(value, CapacityLimiter):
+        return value
+    if value is not None and not is_int(value):
+        raise TypeError(
+            "concurrency_limit must be an int, None or an anyio.CapacityLimiter, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    return check_optional_int("concurrency_limit", value, minimum=1)
 
 
 def check_seconds(name: str, value: object, *, allow_none: bool) -> float | None:

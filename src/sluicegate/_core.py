@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, Generic, TypeVar
 
-from anyio import CancelScope, create_task_group, move_on_after
+from anyio import CancelScope, CapacityLimiter, create_task_group, move_on_after
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
@@ -61,6 +61,7 @@ class Core(Generic[T]):
     __slots__ = (
         "books",
         "calls",
+        "capacity",
         "clock",
         "dispatch",
         "failure_log",
@@ -79,7 +80,7 @@ class Core(Generic[T]):
     def __init__(
         self,
         maxsize: int,
-        limit: int | None,
+        limit: int | CapacityLimiter | None,
         clock: Clock,
         failure_log: FailureLog,
         run_worker: Callable[..., Coroutine[Any, Any, object]],
@@ -94,7 +95,12 @@ class Core(Generic[T]):
         self.run = 0  # counts starts: a waiter from an earlier run is refused
         self.fast_puts = 0  # puts since the last yield (see `try_put`)
         self.books: Books[T] = Books()
-        self.dispatch = Dispatch(self, limit)
+        #: A concurrency limit shared with others: each call borrows a token
+        #: from it (see `Calls.handle`), and the queue keeps no slots of its own.
+        self.capacity = limit if isinstance(limit, CapacityLimiter) else None
+        self.dispatch = Dispatch(
+            self, None if isinstance(limit, CapacityLimiter) else limit
+        )
         self.timers = Timers(self)
         self.calls: Calls[T] = Calls(self, clock, self.timers, failure_log)
         self.task_group: TaskGroup | None = None  # the `async with` block's

@@ -98,7 +98,15 @@ class Dispatch:
 
         Lowered: workers over the limit give back their slots before their
         next item. Raised: idle workers take the new slots for buffered items.
+
+        Raises:
+            ValueError: the queue borrows from a shared CapacityLimiter.
         """
+        if self._core.capacity is not None:
+            raise ValueError(
+                "concurrency_limit: this queue borrows from a shared "
+                "anyio.CapacityLimiter; change the limit with its total_tokens"
+            )
         self.limit = limit
         if not self.held:
             self.slots = tokens(limit)

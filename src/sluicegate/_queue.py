@@ -11,18 +11,24 @@ import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Final, Generic, TypeVar
 
-from anyio import WouldBlock
+from anyio import CapacityLimiter, WouldBlock
 from anyio.abc import TaskGroup
 
 from ._calls import ErrorHandler, Job, WorkerFunc, check_item_timeout, check_retry
-from ._checks import check_callable, check_int, check_optional_int, check_seconds
+from ._checks import (
+    check_callable,
+    check_concurrency_limit,
+    check_int,
+    check_optional_int,
+    check_seconds,
+)
 from ._clock import Clock, check_clock
 from ._core import Core
 from ._failure_log import FailureLog
 from ._gate import gate_of
 from ._lifecycle import check_logger, check_task_group, worker_group
 from ._protocols import RateLimiterProtocol, check_rate_limiter
-from ._report import describe, metrics, statistics
+from ._report import describe, limit_of, metrics, statistics
 from ._retry import RetryPolicy
 from ._scoped import Scoped
 from ._statistics import QueueStatistics
@@ -72,7 +78,10 @@ class BoundedQueue(Scoped, Generic[T]):
         timeout: How long `put` waits on a full queue by default, in seconds
             (None, the default: as long as it takes; 0: not at all).
         concurrency_limit: How many items may be handled at once across all workers
-            (None: one per worker). Can be changed while the queue runs.
+            (None: one per worker). Can be changed while the queue runs. An
+            ``anyio.CapacityLimiter`` shares one limit with other queues and
+            code: each item borrows a token (on behalf of its worker, which
+            waits for one) and gives it back once handled, on every path.
         logger: Where worker errors are logged; ``logging.getLogger("sluicegate")``
             by default.
         clock: Where retry delays and item timeouts read the time and sleep; the
@@ -88,14 +97,14 @@ class BoundedQueue(Scoped, Generic[T]):
         maxsize: int = 100,
         timeout: float | None = None,
         *,
-        concurrency_limit: int | None = None,
+        concurrency_limit: int | CapacityLimiter | None = None,
         logger: logging.Logger | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._timeout: Final = check_seconds("timeout", timeout, allow_none=True)
         self._core: Final[Core[T]] = Core(
             check_int("maxsize", maxsize, minimum=1),
-            check_optional_int("concurrency_limit", concurrency_limit, minimum=1),
+            check_concurrency_limit(concurrency_limit),
             check_clock(clock),
             FailureLog(check_logger(logger)),
             run_worker,
@@ -167,7 +176,7 @@ class BoundedQueue(Scoped, Generic[T]):
         While the queue is held (see `hold`) no new item starts at all; a limit
         set meanwhile applies once the hold ends.
         """
-        return self._core.dispatch.limit
+        return limit_of(self._core)
 
     @concurrency_limit.setter
     def concurrency_limit(self, value: int | None) -> None:

@@ -6,12 +6,23 @@ of the call; nothing here is kept up to date as items move.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._core import Core
 from ._statistics import QueueStatistics
 
-__all__ = ["describe", "metrics", "statistics"]
+__all__ = ["describe", "limit_of", "metrics", "statistics"]
+
+
+def limit_of(core: Core[Any]) -> int | None:
+    """The queue's concurrency limit as a number (None: none): a shared
+    CapacityLimiter's total tokens, if it has one."""
+    capacity = core.capacity
+    if capacity is None:
+        return core.dispatch.limit
+    total = capacity.total_tokens
+    return None if math.isinf(total) else int(total)
 
 
 def metrics(core: Core[Any]) -> dict[str, int]:
@@ -41,7 +52,7 @@ def statistics(core: Core[Any]) -> QueueStatistics:
         idle_workers=dispatch.idle_workers.parked + dispatch.pool.reserved,
         tasks_waiting_put=dispatch.producers.parked,
         tasks_waiting_get=dispatch.getters.parked,
-        concurrency_limit=dispatch.limit,
+        concurrency_limit=limit_of(core),
         slots_in_use=dispatch.active,
     )
 
@@ -52,5 +63,5 @@ def describe(core: Core[Any]) -> str:
     return (
         f"{core.status.value}, size={len(books.buffer)}/{core.maxsize}, "
         f"workers={len(core.dispatch.pool)}, in_flight={books.in_flight()}, "
-        f"delayed={books.delayed}, concurrency_limit={core.dispatch.limit}"
+        f"delayed={books.delayed}, concurrency_limit={limit_of(core)}"
     )

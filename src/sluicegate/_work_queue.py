@@ -15,6 +15,7 @@ from contextlib import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from anyio import CapacityLimiter
 from anyio.abc import TaskGroup
 
 from ._calls import (
@@ -61,7 +62,9 @@ class WorkQueue(Generic[T]):
         timeout: How long `put` waits on a full queue by default, in seconds
             (None, the default: as long as it takes).
         concurrency_limit: How many items are handled at once (None: one per
-            worker); also the default number of workers.
+            worker); also the default number of workers. An
+            ``anyio.CapacityLimiter`` shares one limit with other queues and
+            other code (see `BoundedQueue`).
         logger: Where worker errors are logged.
         rate_limiter: A `RateLimiter` each call takes a token from before it
             starts (retries included); it may be shared with other queues. A
@@ -79,7 +82,7 @@ class WorkQueue(Generic[T]):
         self,
         maxsize: int = 100,
         timeout: float | None = None,
-        concurrency_limit: int | None = None,
+        concurrency_limit: int | CapacityLimiter | None = None,
         *,
         logger: logging.Logger | None = None,
         rate_limiter: RateLimiterProtocol | None = None,

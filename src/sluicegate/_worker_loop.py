@@ -37,10 +37,10 @@ async def run_worker(worker: Worker, core: Core[T], job: Job[T]) -> None:  # noq
     """One worker of ``core``'s queue: handle items until asked to stop."""
     dispatch, books = core.dispatch, core.books
     dispatch.entered(worker)
-    producers, buffer = dispatch.producers, books.buffer
-    func, plain, sink, gate = job.func, job.plain, job.sink, job.gate
-    handle, failed, timed = core.calls.handle, core.calls.failed, job.timed
-    now, started = core.now, 0.0
+    producers, buffer, now, started = dispatch.producers, books.buffer, core.now, 0.0
+    func, sink, gate, timed = job.func, job.sink, job.gate, job.timed
+    plain = job.plain and core.capacity is None  # (a borrowed token: see Calls)
+    handle, failed = core.calls.handle, core.calls.failed
     try:
         while not worker.stopping:
             # When the last item ended, while this worker has gone straight on
@@ -90,7 +90,7 @@ async def run_worker(worker: Worker, core: Core[T], job: Job[T]) -> None:  # noq
                                 books.release_joiners_if_done()
                     else:  # (a retry, or no token free now: it waits in there)
                         mark = None
-                        await handle(entry, job)
+                        await handle(entry, job, worker)
                     handled += 1
                     if handled == YIELD_EVERY:
                         handled = 0
