@@ -2,9 +2,8 @@
 
 A stray CancelledError fails the event; a cancelled stop, a forward, a repeat
 and backpressure leave every event counted. The queue's edges from the same
-list (the R2 plan labels) are in the test_guarantee_*.py files and
-test_calls.py; these move beside the Executor's other tests when they are
-sorted. The stray-cancellation test runs on asyncio only: trio's ``Cancelled``
+list are in the test_guarantee_*.py files and test_calls.py. The
+stray-cancellation test runs on asyncio only: trio's ``Cancelled``
 cannot be raised by user code.
 """
 

@@ -3,8 +3,7 @@
 Also when its calls are cancelled at every step or a worker stops it. The
 attacks on the queue, the waiter lines and the rate limiter are in
 test_cancel_at_every_step.py, test_storms.py, test_waiters.py and the
-test_guarantee_*.py files; these move beside the Executor's other tests when
-they are sorted.
+test_guarantee_*.py files.
 """
 
 from __future__ import annotations
