@@ -28,30 +28,15 @@ from sluicegate._protocols import RateLimiterProtocol
 from sluicegate._scoped import Scoped
 from sluicegate._status import USE_QUEUE_TIMEOUT, QueueStatus, UseQueueTimeout
 
-from ._books import RedisQueueBooks, Settled
+from ._books import RedisQueueBooks
 from ._client import CALL_TIMEOUT, RedisClient
 from ._config import RedisQueueConfig
-from ._lifespan import Lifespan
-from ._processor import Processor
-from ._producer import Producer
-from ._retrying import QueueCalls
+from ._parts import Parts
 from ._serializer import Serializer
 
 __all__ = ["RedisQueueBooks", "RedisWorkQueue"]
 
 T = TypeVar("T")
-
-#: The counts of this process's own, in `RedisWorkQueue.metrics`.
-OWN_COUNTS: Final = (
-    "put",
-    "backpressure_events",
-    "processed",
-    "errors",
-    "reclaimed",
-    "redelivered",
-    "released",
-    "dead_lettered_here",
-)
 
 
 class RedisWorkQueue(Scoped, Generic[T]):
@@ -130,31 +115,13 @@ class RedisWorkQueue(Scoped, Generic[T]):
             reconnect_timeout=reconnect_timeout,
         )
         self._config: Final = config
-        self._calls: Final = QueueCalls(
-            config.client,
-            name=name,
-            logger=config.logger,
-            call_timeout=config.call_timeout,
-            reconnect_timeout=config.reconnect_timeout,
-        )
-        self._counts: dict[str, int] = dict.fromkeys(OWN_COUNTS, 0)
-        self._unprocessed: list[T] = []
-        settled = Settled()  # woken when this process settles an item
-        self._processor: Final[Processor[T]] = Processor(
-            self._calls,
-            config,
-            counts=self._counts,
-            unprocessed=self._unprocessed,
-            settled=settled,
-        )
-        self._life: Final = Lifespan(self._calls, config, self._processor, settled)
-        self._producer: Final[Producer[T]] = Producer(
-            self._calls,
-            config,
-            counts=self._counts,
-            settled=settled,
-            check_running=self._life.check_running,
-        )
+        parts: Parts[T] = Parts.of(config)
+        self._calls: Final = parts.calls
+        self._counts: Final = parts.counts
+        self._unprocessed: Final = parts.unprocessed
+        self._processor: Final = parts.processor
+        self._life: Final = parts.life
+        self._producer: Final = parts.producer
 
     # -- properties ----------------------------------------------------------
 
