@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import CapacityLimiter
 from watch import Watch, assert_accounted, sweep, tasks, watching
 
 from sluicegate import (
@@ -160,6 +161,56 @@ async def test_a_map_cancelled_at_every_suspension_loses_nothing(
             assert (yielded if ordered else sorted(yielded)) == expected
         if kind == "async" and drawn.drawn:
             assert drawn.closed
+
+    await sweep(scenario)
+
+
+async def test_a_capacity_limited_map_cancelled_anywhere_returns_tokens() -> None:
+    """Two maps borrow from one CapacityLimiter; one is cancelled at each of its
+    suspensions in turn: nothing is lost, at most two calls ever run at once,
+    and every token is back once both have ended."""
+
+    async def scenario(watch: Watch, n: int | None) -> None:
+        limiter = CapacityLimiter(2)
+        running = most = 0
+
+        async def call(item: int) -> int:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                for _ in range(item % 3):
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                running -= 1
+            return item
+
+        first = WorkQueue[int](
+            maxsize=3, concurrency_limit=limiter, clock=watch.clock, retry=POLICY
+        )
+        other = WorkQueue[int](maxsize=3, concurrency_limit=limiter, clock=watch.clock)
+        watch.watch(first)
+        watch.watch(other)
+        plan = Plan()
+        items, drawn = source("plain", range(N))
+        yielded: list[int] = []
+
+        async def drain_other() -> None:
+            async with other.map(call, range(N), num_workers=3) as results:
+                async for _ in results:
+                    pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain_other)
+            with watch.cancelled_at(n):
+                async with first.map(plan.work, items, num_workers=3) as results:
+                    async for outcome in results:
+                        yielded.append(outcome.item)
+        assert_accounted(first, drawn.drawn, plan.done)
+        check_outcomes(yielded, plan)
+        assert other.metrics["processed"] == N
+        assert most <= 2
+        assert limiter.borrowed_tokens == 0
 
     await sweep(scenario)
 
