@@ -1,6 +1,7 @@
 """One call of a worker function: what is put around it, and how its outcome is settled.
 
-Around a call: the rate limiter's token, then the item timeout. Its outcome: a
+Around a call: a token of a shared CapacityLimiter (if the queue has one), the
+job's gate (a token from each rate limiter), then the item timeout. Its outcome: a
 success, or a failure that is retried after a backoff (the item waits in the
 queue's delay line, holding no worker) or settled for good: reported to the
 error handler (or the failure log), counted, and handed to the job's sink.

@@ -3,8 +3,10 @@
 A worker takes a concurrency slot, handles buffered items while there are any,
 gives the slot back, looks once more after the other tasks have run, and parks
 idle until woken for an item (see `_dispatch`). Items with nothing around their
-call (no retry, item timeout or rate limiter) are called inline; the others go
-through `Calls.handle`. Failures, of either, go to `Calls.failed`.
+call but the job's gate (no retry, no item timeout, no shared CapacityLimiter)
+are called inline, once the gate grants at the call's clock reading; the
+others (and those the gate makes wait) go through `Calls.handle`. Failures, of
+either, go to `Calls.failed`.
 
 The per-item path is written out in one coroutine on purpose: every await
 nested in the worker costs a frame on each resume, and this is the hot path.

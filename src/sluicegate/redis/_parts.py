@@ -8,7 +8,9 @@ producer (put). The queue holds them and hands each public call to one.
 
 from __future__ import annotations
 
-from typing import Final, Generic, NamedTuple, TypeVar
+from typing import Final, Generic, TypeVar
+
+import attrs
 
 from ._books import Settled
 from ._config import RedisQueueConfig
@@ -34,7 +36,8 @@ OWN_COUNTS: Final = (
 )
 
 
-class Parts(NamedTuple, Generic[T]):
+@attrs.frozen
+class Parts(Generic[T]):
     """The parts of one RedisWorkQueue (see the module docstring)."""
 
     calls: QueueCalls
