@@ -4,12 +4,14 @@ worker and released on every path."""
 
 from __future__ import annotations
 
+import random
+
 import anyio
 import pytest
 from anyio import CapacityLimiter
 from support import GUARD, assert_books
 
-from sluicegate import BoundedQueue, RetryPolicy, WorkQueue
+from sluicegate import BoundedQueue, QueueStateError, RetryPolicy, WorkQueue
 
 
 class Peak:
@@ -183,3 +185,57 @@ def test_bad_concurrency_limits_name_the_argument() -> None:
         BoundedQueue[int](concurrency_limit="3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="concurrency_limit"):
         BoundedQueue[int](concurrency_limit=0)
+
+
+@pytest.mark.usefixtures("quiet_worker_errors")
+@pytest.mark.parametrize("seed", range(20))
+async def test_a_storm_of_queues_stopped_from_several_tasks_returns_every_token(
+    seed: int,
+) -> None:
+    """Three queues share a limiter; their workers fail and retry at random,
+    producers put with and without timeouts, and each queue is stopped by up to
+    three tasks at once, with or without a timeout: the limit always held,
+    every token back, and the books balanced."""
+    rng = random.Random(seed)
+    limiter = CapacityLimiter(rng.randint(1, 4))
+    peak = Peak()
+
+    async def call(item: int) -> None:
+        await peak.call(item)
+        if rng.random() < 0.2:
+            raise KeyError(item)
+
+    queues = [
+        BoundedQueue[int](maxsize=rng.randint(1, 5), concurrency_limit=limiter)
+        for _ in range(3)
+    ]
+
+    async def produce(queue: BoundedQueue[int]) -> None:
+        for item in range(30):
+            try:
+                await queue.put(item, timeout=0 if rng.random() < 0.3 else None)
+            except QueueStateError:
+                return
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            for queue in queues:
+                await queue.start()
+                retry = RetryPolicy(attempts=2, backoff=0.0001)
+                await queue.start_workers(
+                    call,
+                    rng.randint(1, 6),
+                    task_group=tg,
+                    retry=retry if rng.random() < 0.5 else None,
+                )
+                tg.start_soon(produce, queue)
+            for _ in range(rng.randint(0, 30)):
+                await anyio.lowlevel.checkpoint()
+            async with anyio.create_task_group() as stoppers:
+                for queue in queues:
+                    for _ in range(rng.randint(1, 3)):
+                        stoppers.start_soon(queue.stop, rng.choice([0, None, 0.001]))
+    assert peak.most <= limiter.total_tokens
+    assert limiter.borrowed_tokens == 0
+    for queue in queues:
+        assert_books(queue)
