@@ -13,7 +13,7 @@ The parts, each in a module of its own:
 - `run_worker` (`_worker_loop`): the loop each worker runs.
 
 The data path: ``put -> accept -> buffer -> (dispatch wakes a worker) ->
-worker loop -> (limiter, timeout) -> the function -> outcome -> books | retry
+worker loop -> (gate, timeout) -> the function -> outcome -> books | retry
 line | the job's sink``. An item is accepted in one place, `accept`; the stop
 is in one place, `stop` (then `finalize`).
 """
@@ -49,6 +49,7 @@ T = TypeVar("T")
 YIELD_EVERY: Final = 64
 
 _PROCESSING: Final = QueueStatus.PROCESSING
+_FAST_PUTS: Final = YIELD_EVERY - 1  # puts in a row before put's yield
 
 
 class Core(Generic[T]):
@@ -147,7 +148,7 @@ class Core(Generic[T]):
         books = self.books
         if (
             self.status is _PROCESSING
-            and self.fast_puts < YIELD_EVERY - 1
+            and self.fast_puts < _FAST_PUTS
             and len(books.buffer) + books.delayed < self.maxsize
         ):
             self.fast_puts += 1
