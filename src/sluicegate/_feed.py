@@ -104,19 +104,20 @@ async def feed(
     now rather than at garbage collection.
     """
 
+    def at_once(item: T) -> bool:
+        """Check ``item``, and put it without awaiting if it can be; True if done."""
+        if check is not None:
+            check(item)
+        if window is not None and window.over():
+            return False
+        return put_now is not None and put_now(item)
+
     # The common case needs no coroutine per item: room in the window and in
-    # the queue (`put_now`). The test is written out in both loops: it runs
-    # once per item.
+    # the queue.
     if not isinstance(items, AsyncIterable):
         try:
             for item in items:
-                if check is not None:
-                    check(item)
-                if (
-                    put_now is None
-                    or (window is not None and window.over())
-                    or not put_now(item)
-                ):
+                if not at_once(item):
                     await _put(item, put, refused, window)
         except BaseException:
             close_generator(items)
@@ -125,13 +126,7 @@ async def feed(
     iterator = aiter(items)
     try:
         async for item in iterator:
-            if check is not None:
-                check(item)
-            if (
-                put_now is None
-                or (window is not None and window.over())
-                or not put_now(item)
-            ):
+            if not at_once(item):
                 await _put(item, put, refused, window)
     except BaseException:
         await aclose_source(iterator)

@@ -243,21 +243,10 @@ class EventLedger(Generic[E]):
                 duration = self.now() - started
         execution.duration = duration
         execution.attempts = attempts
-        if error is not None:
+        if error is None:
+            self.complete(event, value)
+        else:
             self.fail(event, error)
-            return
-        # `complete`, written out: once per event on the hot path.
-        execution.status = _COMPLETED
-        execution.response = value
-        execution.error = None
-        self.completed.append(event)
-        self.completed_count += 1
-        key = id(event)
-        _HELD.pop(key, None)
-        if self._sinks:
-            sink = self._sinks.pop(key, None)
-            if sink is not None:
-                _tell(sink, event)
 
     def cancel(self, event: E) -> None:
         """Settle ``event`` as CANCELLED, unless it has been settled already."""
