@@ -120,7 +120,6 @@ class Executor(Scoped, Generic[E]):
         # The start rate first, then the user's limiter.
         limiter = check_rate_limiter(rate_limiter)
         gate = Gate((_start_rate(queue_config, clock), limiter), clock)
-        self._gate = gate if gate.limiters else None
         history = check_optional_int("history", history, minimum=0)
         self._ledger: EventLedger[E] = EventLedger(event_type, history)
         self._clock = clock
@@ -146,7 +145,7 @@ class Executor(Scoped, Generic[E]):
             retry=check_retry(retry),
             timeout=check_item_timeout(item_timeout),
             sink=ledger.record,
-            gate=self._gate,
+            gate=gate if gate.limiters else None,
             on_abandoned=ledger.abandoned,
         )
 
